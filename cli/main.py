@@ -1,0 +1,40 @@
+"""The `experiture-ingest` command: local tools that are never deployed.
+
+Each subcommand lives in the room it belongs to and registers itself here, e.g.::
+
+    experiture-ingest sandbox --port 8787 --token dev-token
+    experiture-ingest demo
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from sandbox.cli import add_command as add_sandbox
+
+    from cli.demo import add_command as add_demo
+
+    parser = argparse.ArgumentParser(
+        prog="experiture-ingest",
+        description="Local tools for experiture-ingest: the Experiture sandbox, the demo and helpers.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add_sandbox(commands)
+    add_demo(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.run(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
