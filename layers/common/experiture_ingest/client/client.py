@@ -1,0 +1,468 @@
+"""The Experiture API client: every documented endpoint, one envelope parser, one retry loop.
+
+>>> import httpx
+>>> def api(request):
+...     return httpx.Response(200, json={"success": True, "correlationId": "c-1",
+...                                      "data": {"fields": [{"name": "email", "required": True}]}})
+>>> client = ExperitureClient("https://api.example/public/v1", BearerToken("t"),
+...                           transport=httpx.MockTransport(api))
+>>> schema = client.get_object_schema("contacts")
+>>> schema.fields[0].name, schema.correlation_id
+('email', 'c-1')
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import IO, Any, TypeVar
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import httpx
+
+from experiture_ingest.client.auth import BearerToken, ClientCredentials, SecretAuth
+from experiture_ingest.client.errors import (
+    ErrorFileExpiredError,
+    ExperitureError,
+    ServerError,
+    TransportError,
+    UploadError,
+    UploadServerError,
+    UploadSlotExpiredError,
+    error_from_response,
+)
+from experiture_ingest.client.models import (
+    BatchAccepted,
+    BatchJobStatus,
+    ErrorRow,
+    ImportErrorsLocation,
+    ImportJobInit,
+    ImportJobStatus,
+    ImportMapping,
+    ImportStarted,
+    ObjectSchema,
+    RecordWriteResult,
+    Response,
+    UploadSlot,
+)
+from experiture_ingest.client.retry import RetryPolicy, parse_retry_after
+from experiture_ingest.client.settings import ClientSettings, require_secure_url
+
+logger = logging.getLogger(__name__)
+
+ResponseT = TypeVar("ResponseT", bound=Response)
+UPLOAD_CHUNK_BYTES = 1024 * 1024
+USER_AGENT = "experiture-ingest/0.1"
+
+
+def encode_json(body: Any) -> bytes:
+    """The exact bytes the client sends for a JSON body (compact, UTF-8): measure sizes with this."""
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def redact_url(url: str | httpx.URL) -> str:
+    """``url`` without its query string and fragment, where pre-signed URLs keep their signature."""
+    parts = urlsplit(str(url))
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
+
+
+@dataclass(frozen=True)
+class RetryEvent:
+    """What ``on_retry`` hears before each retry: for logs and metrics."""
+
+    operation: str
+    attempt: int
+    delay: float
+    error: ExperitureError
+
+
+@dataclass(frozen=True)
+class UploadResult:
+    status: int
+    bytes_sent: int
+    attempts: int
+    seconds: float
+
+
+class ExperitureClient:
+    """A small typed client over one pooled ``httpx.Client``; build it once, reuse it across calls.
+
+    Writes carry an ``Idempotency-Key`` (a fresh UUID unless the caller passes a deterministic one)
+    that every retry of the same call reuses, so retrying is always safe.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        auth: httpx.Auth,
+        *,
+        transport: httpx.BaseTransport | None = None,
+        timeout: httpx.Timeout | None = None,
+        retry: RetryPolicy | None = None,
+        upload_retry: RetryPolicy | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        on_retry: Callable[[RetryEvent], None] | None = None,
+    ) -> None:
+        self.base_url = require_secure_url(base_url.rstrip("/"))
+        self._auth = auth
+        self._retry = retry or RetryPolicy()
+        self._upload_retry = upload_retry or RetryPolicy(max_attempts=3, budget_seconds=900.0)
+        self._sleep = sleep
+        self._clock = clock
+        self._on_retry = on_retry
+        self._http = httpx.Client(
+            transport=transport,
+            timeout=timeout or httpx.Timeout(30.0, connect=5.0),
+            headers={"User-Agent": USER_AGENT},
+            follow_redirects=False,
+        )
+
+    @classmethod
+    def from_settings(cls, settings: ClientSettings, **kwargs: Any) -> ExperitureClient:
+        """A client configured from :class:`ClientSettings` (static token or Secrets Manager)."""
+        auth: httpx.Auth
+        if settings.api_token is not None:
+            auth = BearerToken(settings.api_token.get_secret_value())
+        else:
+            assert settings.secret_arn is not None  # guaranteed by ClientSettings
+            auth = SecretAuth(
+                settings.secret_arn,
+                default_token_url=settings.resolved_token_url,
+                max_age_seconds=settings.secret_max_age_seconds,
+            )
+        kwargs.setdefault(
+            "timeout",
+            httpx.Timeout(settings.read_timeout_seconds, connect=settings.connect_timeout_seconds),
+        )
+        kwargs.setdefault(
+            "retry",
+            RetryPolicy(
+                max_attempts=settings.retry_max_attempts, budget_seconds=settings.retry_budget_seconds
+            ),
+        )
+        return cls(settings.api_url, auth, **kwargs)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> ExperitureClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # Records -------------------------------------------------------------------------------------
+
+    def append(
+        self, object_name: str, record: Mapping[str, Any], *, idempotency_key: str | None = None
+    ) -> RecordWriteResult:
+        """``POST /records/{object}/append``: insert one record synchronously."""
+        return self._write(
+            f"/records/{_seg(object_name)}/append", {"record": record}, RecordWriteResult, idempotency_key
+        )
+
+    def upsert(
+        self,
+        object_name: str,
+        record: Mapping[str, Any],
+        *,
+        match_key: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> RecordWriteResult:
+        """``POST /records/{object}/upsert``: insert or merge one record on ``match_key``."""
+        body: dict[str, Any] = {"record": record}
+        if match_key:
+            body["matchKey"] = match_key
+        return self._write(f"/records/{_seg(object_name)}/upsert", body, RecordWriteResult, idempotency_key)
+
+    def append_batch(
+        self,
+        object_name: str,
+        records: Sequence[Mapping[str, Any]] | None = None,
+        *,
+        body: bytes | None = None,
+        idempotency_key: str | None = None,
+    ) -> BatchAccepted:
+        """``POST /records/{object}/append-batch``: 1 to 10,000 records, processed as an async job.
+
+        Pass ``records``, or ``body`` when the caller already serialized (and measured) it.
+        """
+        payload = body if body is not None else encode_json({"records": list(records or [])})
+        return self._write(
+            f"/records/{_seg(object_name)}/append-batch", payload, BatchAccepted, idempotency_key
+        )
+
+    def upsert_batch(
+        self,
+        object_name: str,
+        records: Sequence[Mapping[str, Any]] | None = None,
+        *,
+        match_key: str | None = None,
+        body: bytes | None = None,
+        idempotency_key: str | None = None,
+    ) -> BatchAccepted:
+        """``POST /records/{object}/upsert-batch``: like append-batch, merging on ``match_key``."""
+        if body is None:
+            document: dict[str, Any] = {"records": list(records or [])}
+            if match_key:
+                document["matchKey"] = match_key
+            body = encode_json(document)
+        return self._write(f"/records/{_seg(object_name)}/upsert-batch", body, BatchAccepted, idempotency_key)
+
+    def get_batch_job(self, object_name: str, job_id: str) -> BatchJobStatus:
+        """``GET /records/{object}/jobs/{job}``: state and metrics of a batch write."""
+        return self._read(f"/records/{_seg(object_name)}/jobs/{_seg(job_id)}", BatchJobStatus)
+
+    # Import jobs ---------------------------------------------------------------------------------
+
+    def init_import(self, request: ImportJobInit, *, idempotency_key: str | None = None) -> UploadSlot:
+        """``POST /import-jobs``: create a job and get its pre-signed upload slot."""
+        return self._write("/import-jobs", request.wire(), UploadSlot, idempotency_key)
+
+    def set_mapping(
+        self, job_id: str, mapping: ImportMapping, *, idempotency_key: str | None = None
+    ) -> Response:
+        """``POST /import-jobs/{id}/mapping``: validate and store the field mapping (job becomes ready)."""
+        return self._write(f"/import-jobs/{_seg(job_id)}/mapping", mapping.wire(), Response, idempotency_key)
+
+    def start_import(self, job_id: str, *, idempotency_key: str | None = None) -> ImportStarted:
+        """``POST /import-jobs/{id}/start``: begin processing the uploaded file."""
+        return self._write(f"/import-jobs/{_seg(job_id)}/start", {}, ImportStarted, idempotency_key)
+
+    def get_import(self, job_id: str) -> ImportJobStatus:
+        """``GET /import-jobs/{id}``: state and row counts."""
+        return self._read(f"/import-jobs/{_seg(job_id)}", ImportJobStatus)
+
+    def get_import_errors(self, job_id: str) -> ImportErrorsLocation:
+        """``GET /import-jobs/{id}/errors``: where to download the rejected rows (a fresh URL each call)."""
+        return self._read(f"/import-jobs/{_seg(job_id)}/errors", ImportErrorsLocation)
+
+    # Metadata ------------------------------------------------------------------------------------
+
+    def get_object_schema(self, object_name: str) -> ObjectSchema:
+        """``GET /metadata/objects/{name}``: the object's fields, types and keys."""
+        return self._read(f"/metadata/objects/{_seg(object_name)}", ObjectSchema)
+
+    # Files ---------------------------------------------------------------------------------------
+
+    def upload(
+        self,
+        slot: UploadSlot,
+        open_body: Callable[[], IO[bytes] | Iterable[bytes]],
+        size: int,
+        *,
+        content_type: str = "application/octet-stream",
+        chunk_bytes: int = UPLOAD_CHUNK_BYTES,
+    ) -> UploadResult:
+        """Send ``size`` bytes to the slot's pre-signed URL, streamed, with an exact Content-Length.
+
+        ``open_body`` opens the source afresh for each attempt (a failed upload restarts at byte 0).
+        The slot's ``headers`` are merged in (storage providers refuse uploads without them).
+        """
+        require_secure_url(slot.upload_url)
+        headers = {"Content-Type": content_type, **slot.headers, "Content-Length": str(size)}
+        where = f"{slot.method} {redact_url(slot.upload_url)}"
+        started = self._clock()
+        attempt = 0
+        while True:
+            attempt += 1
+            body = open_body()
+            try:
+                response = self._http.request(
+                    slot.method,
+                    slot.upload_url,
+                    content=_exactly(body, size, chunk_bytes),
+                    headers=headers,
+                    auth=None,
+                )
+                if response.is_success:
+                    return UploadResult(response.status_code, size, attempt, self._clock() - started)
+                error: ExperitureError = _upload_error(response, where)
+            except httpx.TransportError as exc:
+                error = TransportError(f"{where}: {_describe(exc)}")
+            finally:
+                close = getattr(body, "close", None)
+                if callable(close):
+                    close()
+            self._pause_or_raise(self._upload_retry, "upload", attempt, started, error)
+
+    def iter_error_file(self, url: str) -> Iterator[bytes]:
+        """The errors file at ``url``, streamed in chunks (constant memory)."""
+        require_secure_url(url)
+        with self._http.stream("GET", url, auth=None) as response:
+            if response.status_code == 403:
+                raise ErrorFileExpiredError(f"errors file URL {redact_url(url)} has expired", status=403)
+            if not response.is_success:
+                error = ServerError if response.status_code >= 500 else ExperitureError
+                raise error(
+                    f"GET {redact_url(url)} answered HTTP {response.status_code}", status=response.status_code
+                )
+            yield from response.iter_bytes()
+
+    def iter_error_rows(self, url: str) -> Iterator[ErrorRow]:
+        """The errors file at ``url`` as parsed rows, one JSON line at a time."""
+        for line in _lines(self.iter_error_file(url)):
+            if line.strip():
+                yield ErrorRow.model_validate_json(line)
+
+    # Plumbing ------------------------------------------------------------------------------------
+
+    def _write(self, path: str, body: Any, model: type[ResponseT], idempotency_key: str | None) -> ResponseT:
+        content = body if isinstance(body, bytes) else encode_json(body)
+        headers = {
+            "Content-Type": "application/json; charset=utf-8",
+            "Idempotency-Key": idempotency_key or str(uuid.uuid4()),
+        }
+        return self._call("POST", path, model, content=content, headers=headers)
+
+    def _read(self, path: str, model: type[ResponseT]) -> ResponseT:
+        return self._call("GET", path, model)
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        model: type[ResponseT],
+        *,
+        content: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> ResponseT:
+        operation = f"{method} {path}"
+        started = self._clock()
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                response = self._http.request(
+                    method,
+                    self.base_url + path,
+                    content=content,
+                    headers={"Accept": "application/json", **(headers or {})},
+                    auth=self._auth,
+                )
+                return _parse(response, model)
+            except httpx.TransportError as exc:
+                error: ExperitureError = TransportError(f"{operation}: {_describe(exc)}")
+            except ExperitureError as exc:
+                error = exc
+            self._pause_or_raise(self._retry, operation, attempt, started, error)
+
+    def _pause_or_raise(
+        self, policy: RetryPolicy, operation: str, attempt: int, started: float, error: ExperitureError
+    ) -> None:
+        delay = policy.next_delay(error, attempt, self._clock() - started)
+        if delay is None:
+            raise error
+        logger.warning(
+            "retrying %s after %s (attempt %d of %d, waiting %.2fs)",
+            operation,
+            error,
+            attempt,
+            policy.max_attempts,
+            delay,
+            extra={"correlation_id": error.correlation_id, "attempt": attempt},
+        )
+        if self._on_retry is not None:
+            self._on_retry(RetryEvent(operation, attempt, delay, error))
+        self._sleep(delay)
+
+
+def _seg(value: str) -> str:
+    return quote(value, safe="")
+
+
+def _parse(response: httpx.Response, model: type[ResponseT]) -> ResponseT:
+    response.read()
+    correlation_id = response.headers.get("x-correlation-id")
+    payload: Any
+    try:
+        payload = response.json()
+    except ValueError:
+        payload = None
+    if isinstance(payload, dict):
+        correlation_id = payload.get("correlationId") or correlation_id
+    if response.is_success and isinstance(payload, dict) and payload.get("success") is True:
+        data = payload.get("data")
+        result = model.model_validate(data if isinstance(data, dict) else {})
+        result.correlation_id = correlation_id
+        return result
+    error = payload.get("error") if isinstance(payload, dict) else None
+    status = response.status_code
+    if response.is_success and not isinstance(error, dict):
+        # A 2xx without the envelope is the API misbehaving, not our request: treat it as a server error.
+        raise ServerError(
+            f"HTTP {status} without the documented envelope", status=status, correlation_id=correlation_id
+        )
+    raise error_from_response(
+        status,
+        error if isinstance(error, dict) else None,
+        correlation_id,
+        retry_after=parse_retry_after(response.headers.get("Retry-After")),
+    )
+
+
+def _upload_error(response: httpx.Response, where: str) -> ExperitureError:
+    status = response.status_code
+    retry_after = parse_retry_after(response.headers.get("Retry-After"))
+    if status == 403:
+        return UploadSlotExpiredError(
+            f"{where} refused (HTTP 403): the upload URL has expired or is invalid", status=status
+        )
+    if status >= 500 or status in {408, 429}:
+        return UploadServerError(f"{where} failed (HTTP {status})", status=status, retry_after=retry_after)
+    return UploadError(f"{where} refused (HTTP {status}): {response.text[:200]}", status=status)
+
+
+def _describe(exc: httpx.TransportError) -> str:
+    kind = type(exc).__name__
+    # httpx messages name the host at most; never the query string, but redact defensively.
+    text = str(exc).split("?", 1)[0]
+    return f"{kind}: {text}" if text else kind
+
+
+def _exactly(body: IO[bytes] | Iterable[bytes], size: int, chunk_bytes: int) -> Iterator[bytes]:
+    """Yield exactly ``size`` bytes of ``body`` in bounded chunks; fail if the source is shorter."""
+    sent = 0
+    if hasattr(body, "read"):
+        reader: IO[bytes] = body  # type: ignore[assignment]
+        while sent < size:
+            chunk = reader.read(min(chunk_bytes, size - sent))
+            if not chunk:
+                break
+            sent += len(chunk)
+            yield chunk
+    else:
+        for piece in body:
+            chunk = piece[: size - sent]
+            sent += len(chunk)
+            if chunk:
+                yield chunk
+            if sent >= size:
+                break
+    if sent != size:
+        raise UploadError(f"the source ended after {sent} of {size} bytes; nothing was completed")
+
+
+def _lines(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    pending = b""
+    for chunk in chunks:
+        pending += chunk
+        *complete, pending = pending.split(b"\n")
+        yield from complete
+    if pending:
+        yield pending
+
+
+__all__ = [
+    "ClientCredentials",
+    "ExperitureClient",
+    "RetryEvent",
+    "UploadResult",
+    "encode_json",
+    "redact_url",
+]
