@@ -70,6 +70,26 @@ def redact_url(url: str | httpx.URL) -> str:
     return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
 
 
+class _RedactQueryStrings(logging.Filter):
+    """httpx logs every request's full URL at INFO: strip query strings (pre-signed signatures)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                redact_url(arg)
+                if isinstance(arg, httpx.URL) or (isinstance(arg, str) and "://" in arg)
+                else arg
+                for arg in record.args
+            )
+        return True
+
+
+def _guard_httpx_logs() -> None:
+    httpx_logger = logging.getLogger("httpx")
+    if not any(isinstance(f, _RedactQueryStrings) for f in httpx_logger.filters):
+        httpx_logger.addFilter(_RedactQueryStrings())
+
+
 @dataclass(frozen=True)
 class RetryEvent:
     """What ``on_retry`` hears before each retry: for logs and metrics."""
@@ -115,6 +135,7 @@ class ExperitureClient:
         self._sleep = sleep
         self._clock = clock
         self._on_retry = on_retry
+        _guard_httpx_logs()
         self._http = httpx.Client(
             transport=transport,
             timeout=timeout or httpx.Timeout(30.0, connect=5.0),
@@ -359,11 +380,11 @@ class ExperitureClient:
         if delay is None:
             raise error
         logger.warning(
-            "retrying %s after %s (attempt %d of %d, waiting %.2fs)",
-            operation,
-            error,
+            "attempt %d of %d failed (%s); retrying %s in %.2fs",
             attempt,
             policy.max_attempts,
+            error,
+            operation,
             delay,
             extra={"correlation_id": error.correlation_id, "attempt": attempt},
         )

@@ -1,0 +1,128 @@
+"""Uploads to a pre-signed slot and downloads of an errors file: streamed, exact, retried from byte 0."""
+
+from __future__ import annotations
+
+import io
+import tracemalloc
+
+import httpx
+import pytest
+from experiture_ingest import client as api
+
+from tests.unit.client.scripted import Script
+
+SLOT = api.UploadSlot(
+    job_id="imp_1",
+    upload_url="https://upload.example.test/jobs/imp_1/file?X-Amz-Signature=SIG-999",
+    method="PUT",
+    headers={"x-ms-blob-type": "BlockBlob"},
+)
+
+
+class Pattern(io.RawIOBase):
+    """A readable stream of ``size`` bytes that never exists in memory at once."""
+
+    def __init__(self, size: int) -> None:
+        self.left = size
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:  # type: ignore[override]
+        n = min(len(buffer), self.left)
+        buffer[:n] = b"x" * n
+        self.left -= n
+        return n
+
+
+class StreamingStorage(httpx.BaseTransport):
+    """Consumes the request body chunk by chunk, as a server would (MockTransport reads it whole)."""
+
+    def __init__(self) -> None:
+        self.headers: dict[str, str] = {}
+        self.received = 0
+        self.largest_chunk = 0
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        self.headers = dict(request.headers)
+        for chunk in request.stream:  # type: ignore[union-attr]
+            self.received += len(chunk)
+            self.largest_chunk = max(self.largest_chunk, len(chunk))
+        return httpx.Response(200)
+
+
+def test_60mb_upload_streams_with_exact_length_and_flat_memory(clock):
+    # Given a slot that demands an extra header, and a 60 MB body
+    size = 60 * 1024 * 1024
+    storage = StreamingStorage()
+    client = api.ExperitureClient(
+        "https://api.example.test/public/v1", api.BearerToken("tok"), transport=storage
+    )
+    # When it is uploaded
+    tracemalloc.start()
+    result = client.upload(SLOT, lambda: io.BufferedReader(Pattern(size)), size, content_type="text/csv")
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    # Then every byte went, with an exact Content-Length, no chunked encoding, the slot's headers merged
+    assert storage.received == size == result.bytes_sent
+    assert storage.headers["content-length"] == str(size)
+    assert "transfer-encoding" not in storage.headers
+    assert storage.headers["x-ms-blob-type"] == "BlockBlob"
+    assert storage.headers["content-type"] == "text/csv"
+    assert "authorization" not in storage.headers
+    assert storage.largest_chunk <= 1024 * 1024
+    # and memory stayed flat: a few chunks, never the body
+    assert peak < 8 * 1024 * 1024, f"peak {peak / 1e6:.1f} MB"
+
+
+def test_failed_upload_restarts_from_byte_zero(make_client):
+    data = b"email\na@example.com\n"
+    bodies = []
+
+    def broken(request: httpx.Request) -> httpx.Response:
+        bodies.append(b"".join(request.stream))
+        raise httpx.RemoteProtocolError("server disconnected")
+
+    def ok(request: httpx.Request) -> httpx.Response:
+        bodies.append(b"".join(request.stream))
+        return httpx.Response(200)
+
+    opened = []
+    result = make_client(Script(broken, httpx.Response(503), ok)).upload(
+        SLOT, lambda: opened.append(1) or io.BytesIO(data), len(data)
+    )
+    assert result.attempts == 3 and len(opened) == 3
+    assert bodies == [data, data]  # the 503 answer was scripted without reading
+
+
+def test_expired_slot_is_its_own_error_without_the_signature(make_client):
+    with pytest.raises(api.UploadSlotExpiredError) as caught:
+        make_client(Script(httpx.Response(403, text="<Error>Request has expired</Error>"))).upload(
+            SLOT, lambda: io.BytesIO(b"abc"), 3
+        )
+    assert "SIG-999" not in str(caught.value) and "X-Amz-Signature" not in str(caught.value)
+    assert "https://upload.example.test/jobs/imp_1/file" in str(caught.value)
+
+
+def test_short_source_is_refused_not_truncated(make_client):
+    def storage(request: httpx.Request) -> httpx.Response:
+        b"".join(request.stream)
+        return httpx.Response(200)
+
+    with pytest.raises(api.UploadError, match="ended after 3 of 10 bytes"):
+        make_client(Script(storage)).upload(SLOT, lambda: io.BytesIO(b"abc"), 10)
+
+
+def test_error_file_rows_stream(make_client):
+    lines = b'{"rowNumber": 2, "sourceRow": {"email": "x"}, "error": "invalid email format"}\n' * 3
+    client = make_client(Script(httpx.Response(200, content=iter([lines[:50], lines[50:]]))))
+    rows = list(client.iter_error_rows("https://e.example.test/errors.jsonl?sig=abc"))
+    assert [(r.row_number, r.error) for r in rows] == [(2, "invalid email format")] * 3
+
+
+def test_expired_error_file_url(make_client):
+    with pytest.raises(api.ErrorFileExpiredError) as caught:
+        list(
+            make_client(Script(httpx.Response(403))).iter_error_file("https://e.example.test/f?sig=SECRETSIG")
+        )
+    assert "SECRETSIG" not in str(caught.value)
