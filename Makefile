@@ -1,5 +1,6 @@
 # Two commands a user needs: `make demo` and `make test`. Everything else they run installs itself.
 SHELL := /bin/bash
+export SAM_CLI_TELEMETRY := 0
 PYTHON ?= python3
 UV_VERSION := 0.13.8
 TOOLS := .tools
@@ -7,7 +8,7 @@ UV := $(TOOLS)/bin/uv
 VENV := .venv
 RUN := $(UV) run --frozen --no-sync
 
-.PHONY: install demo test lint typecheck template-check build ci bench clean
+.PHONY: install demo test lint typecheck template-check build bench clean layer-requirements
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -45,3 +46,8 @@ bench: install
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .aws-sam .pytest_cache .mypy_cache .ruff_cache
+
+# The layer's pins, exported from uv.lock (tests/unit/test_packaging.py checks they agree).
+layer-requirements: $(UV)
+	$(UV) export --frozen --no-default-groups --no-hashes --no-emit-project --no-annotate --no-header \
+		--format requirements-txt --output-file layers/common/requirements.txt --quiet

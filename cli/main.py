@@ -9,22 +9,25 @@ Each subcommand lives in the room it belongs to and registers itself here, e.g.:
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Sequence
 
+# Each module exposes ``add_command(subparsers)`` and sets ``run`` on the parser it adds.
+COMMAND_MODULES = [
+    "sandbox.cli",
+    "cli.demo",
+]
+
 
 def build_parser() -> argparse.ArgumentParser:
-    from sandbox.cli import add_command as add_sandbox
-
-    from cli.demo import add_command as add_demo
-
     parser = argparse.ArgumentParser(
         prog="experiture-ingest",
         description="Local tools for experiture-ingest: the Experiture sandbox, the demo and helpers.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    add_sandbox(commands)
-    add_demo(commands)
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).add_command(commands)
     return parser
 
 

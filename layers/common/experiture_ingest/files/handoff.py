@@ -1,0 +1,74 @@
+"""What the intake function hands to the import state machine: the execution input.
+
+One document, camelCase in Step Functions, validated on both sides:
+
+>>> run = ImportRun.model_validate({
+...     "jobId": "imp_1", "objectName": "contacts",
+...     "source": {"bucket": "b", "key": "incoming/contacts/a.csv", "versionId": "v1", "size": 10,
+...                "format": "csv"},
+... })
+>>> run.poll.initial_seconds, run.source.compression
+(5.0, None)
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+from experiture_ingest.files.options import FileOptions
+from experiture_ingest.limits import IMPORT_POLL
+
+
+class _Doc(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+    def wire(self) -> dict[str, Any]:
+        return self.model_dump(by_alias=True, mode="json")
+
+
+class SourceObject(_Doc):
+    """The exact S3 object version being imported."""
+
+    bucket: str
+    key: str
+    version_id: str | None = None
+    etag: str | None = None
+    size: int = Field(gt=0)
+    format: Literal["csv", "jsonl", "parquet"]
+    compression: Literal["gzip"] | None = None
+
+
+class PollSettings(_Doc):
+    """The wait-and-poll cadence (docs: 5 s growing to 60 s) and how long to keep trying."""
+
+    initial_seconds: float = Field(default=IMPORT_POLL[0], gt=0)
+    factor: float = Field(default=IMPORT_POLL[1], ge=1)
+    max_seconds: float = Field(default=IMPORT_POLL[2], gt=0)
+    deadline_seconds: float = Field(default=48 * 3600, gt=0, description="Give up on a stuck job after this")
+    start_retry_seconds: float = Field(default=6 * 3600, gt=0, description="Keep retrying a refused start")
+
+
+class IntakeRecord(_Doc):
+    """What happened before the hand-off, for the final summary."""
+
+    received_at: datetime | None = None
+    uploaded_at: datetime | None = None
+    upload_seconds: float | None = None
+    upload_attempts: int | None = None
+    correlation_ids: list[str] = Field(default_factory=list)
+    abandoned_job_ids: list[str] = Field(default_factory=list)
+
+
+class ImportRun(_Doc):
+    """The state machine's input: job, object, options, source and cadence."""
+
+    job_id: str
+    object_name: str
+    source: SourceObject
+    options: FileOptions = Field(default_factory=FileOptions)
+    poll: PollSettings = Field(default_factory=PollSettings)
+    intake: IntakeRecord = Field(default_factory=IntakeRecord)

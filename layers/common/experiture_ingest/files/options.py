@@ -1,0 +1,91 @@
+"""What a user can say about an object's imports: ``config/<object>.json``, overridable per file.
+
+The document uses the API's own camelCase names, so a user can copy them from the vendor docs:
+
+>>> doc = {"createList": True, "listName": "Spring", "importMode": "strict",
+...        "fieldMap": {"Email": "email"}, "sourceFields": {"Email": "string"}}
+>>> options = FileOptions.model_validate(doc)
+>>> options.init_fields()
+{'create_list': True, 'list_name': 'Spring'}
+>>> options.mapping().wire()
+{'sourceFields': {'Email': 'string'}, 'fieldMap': {'Email': 'email'}, 'importMode': 'strict'}
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.alias_generators import to_camel
+
+from experiture_ingest.client.models import ImportMapping, ImportMode, SaveAsTemplate
+
+_INIT_FIELDS = (
+    "create_list",
+    "list_name",
+    "target_list_id",
+    "auto_profile_after_import",
+    "create_audience",
+    "audience_name",
+)
+
+
+class FileOptions(BaseModel):
+    """Init options, mapping (explicit, a saved template, or inferred when absent) and import mode."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+    object_name: str | None = Field(default=None, min_length=1, description="Overrides the folder name")
+    create_list: bool | None = None
+    list_name: str | None = None
+    target_list_id: str | None = None
+    auto_profile_after_import: bool | None = None
+    create_audience: bool | None = None
+    audience_name: str | None = None
+    field_map: dict[str, str] | None = None
+    source_fields: dict[str, str] | None = None
+    template_id: str | None = None
+    save_as_template: SaveAsTemplate | None = None
+    import_mode: ImportMode | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> FileOptions:
+        if self.create_list and not self.list_name:
+            raise ValueError("listName is required when createList is true")
+        if self.create_audience and not self.audience_name:
+            raise ValueError("audienceName is required when createAudience is true")
+        if self.template_id and (self.field_map or self.source_fields):
+            raise ValueError("give either templateId or fieldMap/sourceFields, not both")
+        if self.source_fields and not self.field_map:
+            raise ValueError("sourceFields needs a fieldMap")
+        return self
+
+    def merged(self, override: FileOptions) -> FileOptions:
+        """These options with every field ``override`` sets replacing ours (per-file metadata wins)."""
+        data = self.model_dump(exclude_unset=True) | override.model_dump(exclude_unset=True)
+        return FileOptions.model_validate(data)
+
+    def init_fields(self) -> dict[str, Any]:
+        """Keyword arguments for :class:`~experiture_ingest.client.ImportJobInit`."""
+        return {name: getattr(self, name) for name in _INIT_FIELDS if getattr(self, name) is not None}
+
+    def mapping(self) -> ImportMapping | None:
+        """The mapping to send as configured, or None when it must be inferred from the file."""
+        if self.template_id:
+            return ImportMapping(
+                template_id=self.template_id,
+                import_mode=self.import_mode,
+                save_as_template=self.save_as_template,
+            )
+        if self.field_map:
+            source_fields = self.source_fields or {column: "string" for column in self.field_map}
+            return ImportMapping(
+                source_fields=source_fields,
+                field_map=self.field_map,
+                import_mode=self.import_mode,
+                save_as_template=self.save_as_template,
+            )
+        return None
+
+    def wire(self) -> dict[str, Any]:
+        return self.model_dump(by_alias=True, exclude_none=True, mode="json")
