@@ -1,0 +1,101 @@
+"""``experiture-ingest sandbox``: serve the local Experiture sandbox until interrupted."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import tempfile
+from typing import Any
+
+from sandbox.config import ALL_SCOPES, OAuthClient, SandboxOptions, speed_timings
+from sandbox.faults import FaultPlanError, parse_plan
+from sandbox.schemas import SchemaError, load_schema_file
+
+
+def add_command(subparsers: Any) -> None:
+    """Register the ``sandbox`` subcommand on the CLI's subparsers."""
+    parser = subparsers.add_parser(
+        "sandbox",
+        help="run the local Experiture API sandbox",
+        description="Serve a stateful emulator of the Experiture public API on loopback.",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8787, help="port (default 8787; 0 picks a free one)")
+    parser.add_argument("--token", default="dev-token", help="static bearer token with every scope")
+    parser.add_argument(
+        "--data-dir",
+        default=None,
+        help="keep state here across restarts (default: a fresh temporary directory)",
+    )
+    parser.add_argument(
+        "--speed",
+        default="realistic",
+        help="job progress: 'instant', 'realistic' (default) or a factor N (N times faster than realistic)",
+    )
+    parser.add_argument("--faults", default=None, help="JSON fault plan file (see docs/sandbox.md)")
+    parser.add_argument("--schemas", default=None, help="JSON object schemas file (extends the defaults)")
+    parser.add_argument("--client-id", default="dev-client", help="OAuth client id for /oauth/token")
+    parser.add_argument("--client-secret", default="dev-secret", help="OAuth client secret for /oauth/token")
+    parser.add_argument(
+        "--token-ttl", type=int, default=3600, help="lifetime of issued OAuth tokens, seconds"
+    )
+    parser.add_argument("--max-running-imports", type=int, default=10, help="concurrent running import jobs")
+    parser.add_argument(
+        "--upload-header",
+        action="append",
+        default=[],
+        metavar="NAME:VALUE",
+        help="require this header on uploads and return it in init 'headers' (e.g. x-ms-blob-type:BlockBlob)",
+    )
+    parser.add_argument(
+        "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
+    )
+    parser.set_defaults(run=run)
+
+
+def build_options(args: argparse.Namespace) -> SandboxOptions:
+    speed_timings(args.speed)  # validate early with a clear message
+    if args.schemas:
+        load_schema_file(args.schemas)
+    faults = None
+    if args.faults:
+        with open(args.faults, encoding="utf-8") as fh:
+            faults = json.load(fh)
+        parse_plan(faults)
+    headers: dict[str, str] = {}
+    for item in args.upload_header:
+        name, sep, value = item.partition(":")
+        if not sep or not name.strip():
+            raise ValueError(f"--upload-header must be NAME:VALUE, got {item!r}")
+        headers[name.strip().lower()] = value.strip()
+    data_dir = args.data_dir or tempfile.mkdtemp(prefix="experiture-sandbox-")
+    return SandboxOptions(
+        data_dir=data_dir,
+        token=args.token,
+        speed=args.speed,
+        schemas_file=args.schemas,
+        faults=faults,
+        clients=[OAuthClient(args.client_id, args.client_secret, ALL_SCOPES, args.token_ttl)],
+        config={"maxRunningImports": args.max_running_imports, "uploadHeaders": headers},
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        options = build_options(args)
+    except (ValueError, OSError, SchemaError, FaultPlanError) as exc:
+        print(f"experiture-ingest sandbox: {exc}", file=sys.stderr)
+        return 2
+    from sandbox.server import serve_forever
+
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    base = f"http://{args.host}:{args.port}"
+    print(f"Experiture sandbox  base URL: {base}/public/v1", flush=True)
+    print(f"  token:      {args.token}   (Authorization: Bearer {args.token})", flush=True)
+    print(f"  OAuth:      POST {base}/oauth/token  client_id={args.client_id}", flush=True)
+    print(f"  admin:      {base}/_sandbox/   data dir: {options.data_dir}", flush=True)
+    print("  Ctrl-C to stop.", flush=True)
+    serve_forever(options, args.host, args.port, args.log_level)
+    return 0

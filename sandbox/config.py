@@ -1,0 +1,109 @@
+"""Sandbox settings: what is fixed at start and what the admin endpoint may change at run time."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+ALL_SCOPES = (
+    "cdp:records:write",
+    "cdp:records:read",
+    "cdp:imports:write",
+    "cdp:imports:read",
+    "cdp:metadata:read",
+)
+
+GIB = 1024**3
+
+# Durations of a "realistic" job, divided by a numeric --speed factor.
+REALISTIC = {"queueSeconds": 1.0, "batchJobSeconds": 2.0, "importJobSeconds": 8.0}
+
+
+def speed_timings(speed: str | float) -> dict[str, float]:
+    """Map ``--speed`` (instant | realistic | a factor N, N times faster than realistic) to durations."""
+    if isinstance(speed, str):
+        text = speed.strip().lower()
+        if text == "instant":
+            return dict.fromkeys(REALISTIC, 0.0)
+        if text == "realistic":
+            return dict(REALISTIC)
+        try:
+            factor = float(text)
+        except ValueError as exc:
+            raise ValueError("speed must be 'instant', 'realistic' or a positive number") from exc
+    else:
+        factor = float(speed)
+    if factor <= 0:
+        raise ValueError("speed must be 'instant', 'realistic' or a positive number")
+    return {k: v / factor for k, v in REALISTIC.items()}
+
+
+@dataclass
+class RuntimeConfig:
+    """Knobs that tests change through ``POST /_sandbox/config`` (camelCase names there)."""
+
+    queueSeconds: float = 0.0
+    batchJobSeconds: float = 0.0
+    importJobSeconds: float = 0.0
+    maxRunningImports: int = 10
+    uploadUrlTtlSeconds: float = 3600.0
+    errorFileUrlTtlSeconds: float = 900.0
+    singlePutLimitBytes: int = 5 * GIB
+    maxImportFileBytes: int = 50 * GIB
+    uploadHeaders: dict[str, str] = field(default_factory=dict)
+    concurrencyRetryAfterSeconds: int = 30
+    tokenTtlSeconds: int = 3600
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def update(self, changes: dict[str, Any]) -> None:
+        """Apply known keys with type checks; unknown keys are an error so typos surface."""
+        known = {f.name: f for f in fields(self)}
+        for key, value in changes.items():
+            if key not in known:
+                raise ValueError(f"unknown config key {key!r}; known: {', '.join(sorted(known))}")
+            current = getattr(self, key)
+            if isinstance(current, dict):
+                if not isinstance(value, dict) or not all(
+                    isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+                ):
+                    raise ValueError(f"{key} must be an object of strings")
+                setattr(self, key, dict(value))
+            elif isinstance(current, int) and not isinstance(current, bool):
+                if isinstance(value, bool) or not isinstance(value, int | float):
+                    raise ValueError(f"{key} must be a number")
+                setattr(self, key, int(value))
+            else:
+                if isinstance(value, bool) or not isinstance(value, int | float):
+                    raise ValueError(f"{key} must be a number")
+                setattr(self, key, float(value))
+
+    def copy(self) -> RuntimeConfig:
+        return copy.deepcopy(self)
+
+
+@dataclass
+class OAuthClient:
+    client_id: str
+    client_secret: str
+    scopes: tuple[str, ...] = ALL_SCOPES
+    token_ttl: int | None = None  # None: RuntimeConfig.tokenTtlSeconds
+
+
+@dataclass
+class SandboxOptions:
+    """Everything a sandbox is started with (CLI flags and ``running_sandbox(**options)``)."""
+
+    data_dir: str | None = None
+    token: str = "dev-token"  # noqa: S105 (a loopback dev token, documented)
+    token_scopes: tuple[str, ...] = ALL_SCOPES
+    speed: str | float = "instant"
+    schemas_file: str | None = None
+    faults_file: str | None = None
+    faults: dict[str, Any] | None = None
+    clients: list[OAuthClient] = field(default_factory=lambda: [OAuthClient("dev-client", "dev-secret")])
+    config: dict[str, Any] = field(default_factory=dict)
+    signing_secret: str | None = None
+    workspace: str = "ws_sandbox"
