@@ -1,0 +1,63 @@
+"""Telling the user what happened, in their bucket: JSON summaries under ``results/`` and tags on the
+source object (which is never rewritten or deleted).
+
+>>> summary_tags({"outcome": "completed", "jobId": "imp_1"})
+{'experiture-status': 'completed', 'experiture-job-id': 'imp_1'}
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from experiture_ingest.files.layout import result_key
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+    from mypy_boto3_s3.type_defs import TaggingTypeDef
+
+TAG_PREFIX = "experiture-"
+_MAX_TAGS = 10  # S3's limit per object
+_TAG_UNSAFE = re.compile(r"[^\w .:/=+\-@]")
+
+
+def write_summary(s3: S3Client, bucket: str, source_key: str, summary: Mapping[str, Any]) -> str:
+    """Write ``results/<source key>.json`` and return its key."""
+    key = result_key(source_key)
+    s3.put_object(
+        Bucket=bucket,
+        Key=key,
+        Body=json.dumps(summary, indent=2, sort_keys=True, default=str).encode(),
+        ContentType="application/json",
+    )
+    return key
+
+
+def summary_tags(summary: Mapping[str, Any]) -> dict[str, str]:
+    """The tags a summary puts on its source object: status and job id."""
+    tags = {f"{TAG_PREFIX}status": str(summary.get("outcome", "unknown"))}
+    if summary.get("jobId"):
+        tags[f"{TAG_PREFIX}job-id"] = str(summary["jobId"])
+    return tags
+
+
+def tag_source(s3: S3Client, bucket: str, key: str, version_id: str | None, tags: Mapping[str, str]) -> None:
+    """Merge ``tags`` into the source object's tags (S3 replaces the whole set, so read first).
+
+    S3 allows 10 tags: the user's own tags are never dropped; ours are added while room remains.
+    """
+    if version_id:
+        current = s3.get_object_tagging(Bucket=bucket, Key=key, VersionId=version_id)["TagSet"]
+    else:
+        current = s3.get_object_tagging(Bucket=bucket, Key=key)["TagSet"]
+    merged = {t["Key"]: t["Value"] for t in current if not t["Key"].startswith(TAG_PREFIX)}
+    for name, value in tags.items():
+        if len(merged) < _MAX_TAGS:
+            merged[name] = _TAG_UNSAFE.sub("_", value)[:256]
+    tag_set: TaggingTypeDef = {"TagSet": [{"Key": k, "Value": v} for k, v in merged.items()]}
+    if version_id:
+        s3.put_object_tagging(Bucket=bucket, Key=key, VersionId=version_id, Tagging=tag_set)
+    else:
+        s3.put_object_tagging(Bucket=bucket, Key=key, Tagging=tag_set)
