@@ -147,6 +147,7 @@ class Outer:
             await send(message)
 
         decision = Decision() if is_admin else self.sandbox.faults.decide(method, path)
+        state["processing_latency_ms"] = decision.processing_latency_ms
         try:
             if decision.latency_ms:
                 await asyncio.sleep(decision.latency_ms / 1000)

@@ -6,6 +6,7 @@ handling (docs/api-choices.md), then the handler in a worker thread so SQLite ne
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import json
@@ -324,13 +325,15 @@ def api_endpoint(
         else:
             kept = {k: v for k, v in response.headers.items() if k.lower() in ("retry-after", "location")}
             await run_in_threadpool(
-                sandbox.store.idem_finish,
-                principal.client_id,
-                route,
-                key,
-                response.status_code,
-                kept,
-                bytes(response.body),
+                functools.partial(
+                    sandbox.store.idem_finish,
+                    principal.client_id,
+                    route,
+                    key,
+                    status=response.status_code,
+                    headers=kept,
+                    body=bytes(response.body),
+                )
             )
         return response
 
@@ -339,6 +342,9 @@ def api_endpoint(
 
 def _run(call: Call, handler: Handler, optional_body: bool) -> Response:
     request = call.request
+    delay = float(request.scope.get("state", {}).get("processing_latency_ms") or 0)
+    if delay:
+        time.sleep(delay / 1000)  # a worker thread: the event loop keeps serving
     try:
         if request.method in ("POST", "PUT", "PATCH"):
             call.json = parse_json(call.body, optional=optional_body)

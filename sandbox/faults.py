@@ -14,7 +14,9 @@ A fault plan is JSON::
 ``path`` is a shell-style pattern (fnmatch) matched against the path without the query string;
 ``method`` defaults to any. A rule fires on every match, on the next ``times`` matches (an exact
 schedule, optionally after skipping ``skip`` matches), or with probability ``rate``. Latency rules add
-their delay and let later rules apply. ``drop`` closes the TCP connection without an answer:
+their delay and let later rules apply (``"phase": "processing"`` delays an API call after its
+Idempotency-Key is claimed, while it is "in progress", instead of before it is read).
+``drop`` closes the TCP connection without an answer:
 ``on_request`` before anything is read, ``mid_body`` after reading ``afterBytes`` of the body (nothing
 is processed), ``after_processing`` once the request was fully handled (the work is done, the answer
 is lost: what a client's retry with the same Idempotency-Key is for); the first status or drop rule
@@ -50,6 +52,7 @@ class FaultRule:
     times: int | None = None
     skip: int = 0
     rate: float | None = None
+    phase: str = "request"
     hits: int = 0
     seen: int = 0
 
@@ -68,6 +71,7 @@ class FaultRule:
             "times",
             "skip",
             "rate",
+            "phase",
         }
         extra = set(raw) - known
         if extra:
@@ -83,7 +87,10 @@ class FaultRule:
             times=raw.get("times"),
             skip=int(raw.get("skip", 0)),
             rate=raw.get("rate"),
+            phase=str(raw.get("phase", "request")),
         )
+        if rule.phase not in ("request", "processing"):
+            raise FaultPlanError(f"{where}: phase must be 'request' or 'processing'")
         actions = sum([rule.status is not None, rule.drop is not None, rule.latency_ms > 0])
         if actions != 1:
             raise FaultPlanError(f"{where}: give exactly one of status, drop, latencyMs")
@@ -108,6 +115,7 @@ class FaultRule:
                 out["retryAfter"] = self.retry_after
         if self.latency_ms:
             out["latencyMs"] = self.latency_ms
+            out["phase"] = self.phase
         if self.drop:
             out["drop"] = self.drop
             out["afterBytes"] = self.after_bytes
@@ -151,6 +159,7 @@ class JobFailure:
 @dataclass
 class Decision:
     latency_ms: float = 0.0
+    processing_latency_ms: float = 0.0
     status: int | None = None
     retry_after: int | None = None
     drop: str | None = None
@@ -226,7 +235,10 @@ class Faults:
                     continue
                 rule.hits += 1
                 if rule.latency_ms:
-                    decision.latency_ms += rule.latency_ms
+                    if rule.phase == "processing":
+                        decision.processing_latency_ms += rule.latency_ms
+                    else:
+                        decision.latency_ms += rule.latency_ms
                     continue
                 decision.status = rule.status
                 decision.retry_after = rule.retry_after

@@ -1,0 +1,73 @@
+"""Helpers for the sandbox tests: polling and a whole import in one call."""
+
+from __future__ import annotations
+
+import gzip
+import time
+from typing import Any
+
+import httpx
+
+
+def wait_import(api: httpx.Client, job_id: str, timeout: float = 10.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        data = api.get(f"/import-jobs/{job_id}").json()["data"]
+        if data["state"] in ("completed", "failed"):
+            return data
+        assert time.monotonic() < deadline, f"import {job_id} still {data['state']}"
+        time.sleep(0.02)
+
+
+def wait_batch(api: httpx.Client, obj: str, job_id: str, timeout: float = 10.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        data = api.get(f"/records/{obj}/jobs/{job_id}").json()["data"]
+        if data["state"] in ("completed", "failed"):
+            return data
+        assert time.monotonic() < deadline, f"batch job {job_id} still {data['state']}"
+        time.sleep(0.02)
+
+
+def init_job(api: httpx.Client, file_name: str, content: bytes, obj: str = "contacts", **extra: Any) -> dict[str, Any]:
+    resp = api.post("/import-jobs", json={"objectName": obj, "fileName": file_name, "fileSize": len(content), **extra})
+    assert resp.status_code == 201, resp.text
+    return resp.json()["data"]  # type: ignore[no-any-return]
+
+
+def upload(slot: dict[str, Any], content: bytes, **headers: str) -> httpx.Response:
+    return httpx.put(slot["uploadUrl"], content=content, headers={**slot["headers"], **headers})
+
+
+CONTACT_FIELDS = {"email_address": "string", "FirstName": "string", "age": "integer", "signup_ts": "datetime"}
+CONTACT_MAP = {"email_address": "email", "FirstName": "first_name", "age": "age", "signup_ts": "signed_up_at"}
+
+
+def run_import(
+    api: httpx.Client,
+    file_name: str,
+    content: bytes,
+    *,
+    obj: str = "contacts",
+    source_fields: dict[str, str] | None = None,
+    field_map: dict[str, str] | None = None,
+    mode: str | None = None,
+    init_extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """init -> upload -> mapping -> start -> wait; returns the final status data (plus jobId)."""
+    slot = init_job(api, file_name, content, obj, **(init_extra or {}))
+    assert upload(slot, content).status_code == 200
+    body: dict[str, Any] = {"sourceFields": source_fields or CONTACT_FIELDS, "fieldMap": field_map or CONTACT_MAP}
+    if mode:
+        body["importMode"] = mode
+    resp = api.post(f"/import-jobs/{slot['jobId']}/mapping", json=body)
+    assert resp.status_code == 200, resp.text
+    resp = api.post(f"/import-jobs/{slot['jobId']}/start", json={})
+    assert resp.status_code == 200, resp.text
+    result = wait_import(api, slot["jobId"])
+    result["jobId"] = slot["jobId"]
+    return result
+
+
+def gz(data: bytes) -> bytes:
+    return gzip.compress(data)
