@@ -3,8 +3,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
-from experiture_ingest.client import BearerToken, ExperitureClient, RetryPolicy
 
+from experiture_ingest.client import BearerToken, ExperitureClient, RetryPolicy
 from tests.unit.client.scripted import FakeClock, Script
 
 API = "https://api.example.test/public/v1"

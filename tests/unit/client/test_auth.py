@@ -8,9 +8,9 @@ import json
 import boto3
 import httpx
 import pytest
-from experiture_ingest import client as api
 from moto import mock_aws
 
+from experiture_ingest import client as api
 from tests.unit.client.scripted import Script, envelope, error_body
 
 TOKEN_URL = "https://auth.example.test/oauth/token"

@@ -6,8 +6,8 @@ import json
 
 import httpx
 import pytest
-from experiture_ingest import client as api
 
+from experiture_ingest import client as api
 from tests.unit.client.scripted import Script, envelope
 
 STATUS = {

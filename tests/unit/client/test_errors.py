@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from experiture_ingest import client as api
 
+from experiture_ingest import client as api
 from tests.unit.client.scripted import Script, error_body
 
 DOCUMENTED = [

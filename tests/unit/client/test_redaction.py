@@ -7,8 +7,8 @@ import logging
 
 import httpx
 import pytest
-from experiture_ingest import client as api
 
+from experiture_ingest import client as api
 from tests.unit.client.scripted import Script, envelope, error_body
 
 SECRETS = ("tok-SECRET-123", "s3cr3t-VALUE", "SIG-999", "X-Amz-Signature")

@@ -7,8 +7,8 @@ from email.utils import format_datetime
 
 import httpx
 import pytest
-from experiture_ingest import client as api
 
+from experiture_ingest import client as api
 from tests.unit.client.scripted import Script, envelope, error_body
 
 ACCEPTED = envelope(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from experiture_ingest.client import ClientSettings, SettingsError
 
 BASE = {"EXPERITURE_API_URL": "https://api.experiture.ai/public/v1", "EXPERITURE_API_TOKEN": "t"}

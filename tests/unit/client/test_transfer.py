@@ -7,8 +7,8 @@ import tracemalloc
 
 import httpx
 import pytest
-from experiture_ingest import client as api
 
+from experiture_ingest import client as api
 from tests.unit.client.scripted import Script
 
 SLOT = api.UploadSlot(
