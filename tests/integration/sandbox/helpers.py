@@ -29,8 +29,12 @@ def wait_batch(api: httpx.Client, obj: str, job_id: str, timeout: float = 10.0) 
         time.sleep(0.02)
 
 
-def init_job(api: httpx.Client, file_name: str, content: bytes, obj: str = "contacts", **extra: Any) -> dict[str, Any]:
-    resp = api.post("/import-jobs", json={"objectName": obj, "fileName": file_name, "fileSize": len(content), **extra})
+def init_job(
+    api: httpx.Client, file_name: str, content: bytes, obj: str = "contacts", **extra: Any
+) -> dict[str, Any]:
+    resp = api.post(
+        "/import-jobs", json={"objectName": obj, "fileName": file_name, "fileSize": len(content), **extra}
+    )
     assert resp.status_code == 201, resp.text
     return resp.json()["data"]  # type: ignore[no-any-return]
 
@@ -57,7 +61,10 @@ def run_import(
     """init -> upload -> mapping -> start -> wait; returns the final status data (plus jobId)."""
     slot = init_job(api, file_name, content, obj, **(init_extra or {}))
     assert upload(slot, content).status_code == 200
-    body: dict[str, Any] = {"sourceFields": source_fields or CONTACT_FIELDS, "fieldMap": field_map or CONTACT_MAP}
+    body: dict[str, Any] = {
+        "sourceFields": source_fields or CONTACT_FIELDS,
+        "fieldMap": field_map or CONTACT_MAP,
+    }
     if mode:
         body["importMode"] = mode
     resp = api.post(f"/import-jobs/{slot['jobId']}/mapping", json=body)

@@ -22,7 +22,13 @@ def test_success_answers_carry_the_envelope_and_correlation_header(api: httpx.Cl
     uuid.UUID(body["correlationId"])
     assert body["data"]["primaryKey"] == "email"
     email = next(f for f in body["data"]["fields"] if f["name"] == "email")
-    assert email == {"name": "email", "type": "string", "format": "email", "required": True, "primaryKey": True}
+    assert email == {
+        "name": "email",
+        "type": "string",
+        "format": "email",
+        "required": True,
+        "primaryKey": True,
+    }
 
 
 def test_every_default_object_has_a_schema(api: httpx.Client) -> None:
@@ -55,7 +61,9 @@ def test_unknown_routes_and_methods_answer_in_the_envelope(api: httpx.Client, sa
 
 
 def test_malformed_json_is_400_request_invalid(api: httpx.Client) -> None:
-    resp = api.post("/records/contacts/append", content=b"{not json", headers={"content-type": "application/json"})
+    resp = api.post(
+        "/records/contacts/append", content=b"{not json", headers={"content-type": "application/json"}
+    )
     assert resp.status_code == 400
     assert resp.json()["error"]["code"] == "CDP_ETL.VALIDATION.REQUEST_INVALID"
 
@@ -107,7 +115,9 @@ def test_client_credentials_as_form_fields_with_a_narrower_scope(sandbox: Sandbo
 
 
 def test_token_endpoint_errors_follow_rfc6749(sandbox: SandboxHandle) -> None:
-    bad_secret = httpx.post(sandbox.token_url, data={"grant_type": "client_credentials"}, auth=(sandbox.client_id, "x"))
+    bad_secret = httpx.post(
+        sandbox.token_url, data={"grant_type": "client_credentials"}, auth=(sandbox.client_id, "x")
+    )
     bad_grant = httpx.post(sandbox.token_url, data={"grant_type": "password"}, auth=(sandbox.client_id, "x"))
     no_grant = httpx.post(sandbox.token_url, data={}, auth=(sandbox.client_id, sandbox.client_secret))
     assert (bad_secret.status_code, bad_secret.json()["error"]) == (401, "invalid_client")
@@ -118,7 +128,9 @@ def test_token_endpoint_errors_follow_rfc6749(sandbox: SandboxHandle) -> None:
 def test_issued_tokens_expire(sandbox: SandboxHandle) -> None:
     # Given a client whose tokens live one second
     sandbox.admin.add_client("short", "lived", token_ttl=1)
-    token = httpx.post(sandbox.token_url, data={"grant_type": "client_credentials"}, auth=("short", "lived")).json()
+    token = httpx.post(
+        sandbox.token_url, data={"grant_type": "client_credentials"}, auth=("short", "lived")
+    ).json()
     assert token["expires_in"] == 1
     with sandbox.api(token=token["access_token"]) as api:
         assert api.get("/metadata/objects/contacts").status_code == 200
@@ -134,7 +146,9 @@ def test_scopes_are_checked_per_token_and_reads_accept_write(sandbox: SandboxHan
     # Given a token that may only write imports
     sandbox.admin.add_token("imports-only", ["cdp:imports:write"])
     with sandbox.api(token="imports-only") as api:
-        created = api.post("/import-jobs", json={"objectName": "contacts", "fileName": "a.csv", "fileSize": 3})
+        created = api.post(
+            "/import-jobs", json={"objectName": "contacts", "fileName": "a.csv", "fileSize": 3}
+        )
         # Then imports work, reads of imports accept the write scope, records and metadata do not
         assert created.status_code == 201
         assert api.get(f"/import-jobs/{created.json()['data']['jobId']}").status_code == 200
@@ -146,5 +160,7 @@ def test_scopes_are_checked_per_token_and_reads_accept_write(sandbox: SandboxHan
 
 def test_admin_added_tokens_can_expire(sandbox: SandboxHandle) -> None:
     sandbox.admin.add_token("brief", ["cdp:metadata:read"], expires_in=0)
-    resp = httpx.get(sandbox.base_url + "/metadata/objects/contacts", headers={"Authorization": "Bearer brief"})
+    resp = httpx.get(
+        sandbox.base_url + "/metadata/objects/contacts", headers={"Authorization": "Bearer brief"}
+    )
     assert resp.status_code == 401
