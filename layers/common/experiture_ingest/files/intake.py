@@ -1,0 +1,483 @@
+"""The intake: one dropped S3 object becomes one import job, uploaded, and handed to the state machine.
+
+Steps, each visible to the user in ``results/<key>.json`` and the object's tags:
+
+1. **Refuse** what cannot be imported, without calling the API: a key outside ``incoming/<object>/``,
+   a folder marker, an unsupported extension, an empty object, one over the single-PUT limit, a
+   malformed ``config/<object>.json`` or malformed ``experiture-*`` metadata.
+2. **Skip duplicates**: S3 delivers events at least once. The execution name is derived from the
+   object version, so a version already handed off is recognised (and a race between two deliveries
+   is settled by Step Functions refusing a second execution of that name).
+3. **Init** ``POST /import-jobs`` with an Idempotency-Key derived from bucket, key and version id (or
+   ETag): a duplicated init replays the same job instead of creating one.
+4. **Upload** the exact object version, streamed (see :mod:`~experiture_ingest.files.streaming`),
+   retried from byte 0 by the client; an expired slot, or one that keeps failing, is abandoned for a
+   fresh job (a new, still deterministic, key) and its id recorded.
+5. **Hand off** to the import state machine (:class:`~experiture_ingest.files.handoff.ImportRun`).
+
+>>> key = idempotency_key("b", "incoming/contacts/a.csv", "v1", None)
+>>> key == idempotency_key("b", "incoming/contacts/a.csv", "v1", None), uuid.UUID(key).version
+(True, 4)
+>>> key == idempotency_key("b", "incoming/contacts/a.csv", "v2", None)  # a new version: a new import
+False
+>>> execution_name("b", "incoming/contacts/spring sale.csv", "v1", None)[:16]
+'spring_sale.csv-'
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from botocore.exceptions import ClientError
+from pydantic import BaseModel, ConfigDict, Field
+
+from experiture_ingest.client import (
+    AuthenticationError,
+    ExperitureClient,
+    ExperitureError,
+    ForbiddenError,
+    ImportJobInit,
+    UploadError,
+    UploadResult,
+    UploadSlot,
+    UploadSlotExpiredError,
+)
+from experiture_ingest.files.formats import FileFormat, detect_format, supported_extensions
+from experiture_ingest.files.handoff import ImportRun, IntakeRecord, PollSettings, SourceObject
+from experiture_ingest.files.layout import INCOMING_PREFIX
+from experiture_ingest.files.results import summary_tags, tag_source, write_summary
+from experiture_ingest.files.routing import Refusal, folder_of, load_config, resolve_options
+from experiture_ingest.files.streaming import DEFAULT_CHUNK_BYTES, DEFAULT_READ_AHEAD_BYTES, S3Source
+from experiture_ingest.limits import IMPORT_POLL, SINGLE_PUT_MAX_BYTES
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+    from mypy_boto3_stepfunctions import SFNClient
+
+logger = logging.getLogger(__name__)
+
+# A replayed slot that expires this soon is not worth an upload attempt.
+_SLOT_MARGIN_SECONDS = 5.0
+# Hard cap on inits for one file, counting replayed slots that had already expired.
+_MAX_GENERATIONS = 20
+_NAME_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+class IntakeSettings(BaseModel):
+    """The intake function's settings, from the environment (bucket-independent)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
+
+    state_machine_arn: str = Field(alias="IMPORT_STATE_MACHINE_ARN", min_length=1)
+    single_put_max_bytes: int = Field(default=SINGLE_PUT_MAX_BYTES, gt=0, alias="INTAKE_SINGLE_PUT_MAX_BYTES")
+    max_jobs_per_file: int = Field(default=3, ge=1, le=10, alias="INTAKE_MAX_JOBS_PER_FILE")
+    chunk_bytes: int = Field(default=DEFAULT_CHUNK_BYTES, ge=64 * 1024, alias="INTAKE_CHUNK_BYTES")
+    read_ahead_bytes: int = Field(default=DEFAULT_READ_AHEAD_BYTES, ge=0, alias="INTAKE_READ_AHEAD_BYTES")
+    poll_initial_seconds: float = Field(default=IMPORT_POLL[0], gt=0, alias="IMPORT_POLL_INITIAL_SECONDS")
+    poll_factor: float = Field(default=IMPORT_POLL[1], ge=1, alias="IMPORT_POLL_FACTOR")
+    poll_max_seconds: float = Field(default=IMPORT_POLL[2], gt=0, alias="IMPORT_POLL_MAX_SECONDS")
+    poll_deadline_seconds: float = Field(default=48 * 3600, gt=0, alias="IMPORT_DEADLINE_SECONDS")
+    start_retry_seconds: float = Field(default=6 * 3600, gt=0, alias="IMPORT_START_RETRY_SECONDS")
+
+    def poll(self) -> PollSettings:
+        return PollSettings(
+            initial_seconds=self.poll_initial_seconds,
+            factor=self.poll_factor,
+            max_seconds=self.poll_max_seconds,
+            deadline_seconds=self.poll_deadline_seconds,
+            start_retry_seconds=self.start_retry_seconds,
+        )
+
+
+@dataclass(frozen=True)
+class DroppedFile:
+    """What an ObjectCreated event says about one object (key already URL-decoded)."""
+
+    bucket: str
+    key: str
+    version_id: str | None = None
+    etag: str | None = None
+    sequencer: str | None = None
+    event_time: str | None = None
+
+
+@dataclass
+class IntakeOutcome:
+    """What happened to one file: the summary written (if any) and figures for metrics.
+
+    ``outcome``: ``refused`` (bad input, no API call), ``rejected`` (the API refused the init),
+    ``uploaded`` (handed off), ``duplicate`` (already handed off: nothing written), ``failed``
+    (transient or configuration failure: ``retry`` tells the handler to raise so Lambda retries and
+    then sends the event to the on-failure destination).
+    """
+
+    outcome: str
+    summary: dict[str, Any]
+    retry: bool = False
+    job_id: str | None = None
+    bytes_uploaded: int = 0
+    upload_seconds: float = 0.0
+    abandoned_job_ids: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _File:
+    """One file's progress through the intake: what the summary will say."""
+
+    dropped: DroppedFile
+    version_id: str | None
+    summary: dict[str, Any]
+    etag: str | None = None
+    correlation_ids: list[str] = field(default_factory=list)
+    abandoned: list[str] = field(default_factory=list)
+
+
+def _identity(bucket: str, key: str, version_id: str | None, etag: str | None) -> bytes:
+    version = f"v:{version_id}" if version_id else f"e:{(etag or '').strip(chr(34))}"
+    return "\0".join((bucket, key, version)).encode()
+
+
+def idempotency_key(
+    bucket: str, key: str, version_id: str | None, etag: str | None, generation: int = 1
+) -> str:
+    """A UUID (v4-shaped, as the API asks) determined by the object version and the job generation."""
+    digest = hashlib.sha256(_identity(bucket, key, version_id, etag) + f"\0{generation}".encode()).digest()
+    return str(uuid.UUID(bytes=digest[:16], version=4))
+
+
+def execution_name(bucket: str, key: str, version_id: str | None, etag: str | None) -> str:
+    """The one Step Functions execution name for an object version (<= 80 chars, readable prefix)."""
+    stem = _NAME_UNSAFE.sub("_", key.rsplit("/", 1)[-1])[:39].strip("_") or "file"
+    return f"{stem}-{hashlib.sha256(_identity(bucket, key, version_id, etag)).hexdigest()[:40]}"
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def _clean_version(version_id: str | None) -> str | None:
+    return None if version_id in (None, "", "null") else version_id
+
+
+class Intake:
+    """The intake logic over its three adapters: S3, Step Functions and the Experiture client."""
+
+    def __init__(
+        self,
+        *,
+        s3: S3Client,
+        sfn: SFNClient,
+        client: ExperitureClient,
+        settings: IntakeSettings,
+        annotate: Callable[..., None] | None = None,
+        clock: Callable[[], datetime] = _now,
+    ) -> None:
+        self.s3 = s3
+        self.sfn = sfn
+        self.client = client
+        self.settings = settings
+        self._annotate = annotate or (lambda **_: None)
+        self._clock = clock
+
+    # The one entry point ----------------------------------------------------------------------
+
+    def handle(self, dropped: DroppedFile) -> IntakeOutcome:
+        """Refuse, skip, or import one dropped object; never raises for a file's own problems."""
+        received = self._clock()
+        file = _File(
+            dropped,
+            _clean_version(dropped.version_id),
+            {
+                "bucket": dropped.bucket,
+                "key": dropped.key,
+                "versionId": _clean_version(dropped.version_id),
+                "etag": dropped.etag,
+                "fileName": dropped.key.rsplit("/", 1)[-1],
+                "receivedAt": _iso(received),
+            },
+            etag=dropped.etag,
+        )
+        exists = False
+        try:
+            folder = folder_of(dropped.key)
+            fmt = self._format(file.summary["fileName"])
+            head = self._head(dropped.bucket, dropped.key, file.version_id)
+            exists = True
+            file.version_id = _clean_version(head.get("VersionId")) or file.version_id
+            file.etag = str(head.get("ETag") or dropped.etag or "").strip('"') or None
+            size = int(head["ContentLength"])
+            file.summary.update(versionId=file.version_id, etag=file.etag, size=size)
+            self._check_size(size)
+            options = resolve_options(
+                load_config(self.s3, dropped.bucket, folder), head.get("Metadata") or {}
+            )
+        except Refusal as refusal:
+            return self._refuse(file, refusal, tag=exists)
+        except ClientError as exc:
+            return self._aws_failure(file, exc, "read the object or its config")
+
+        object_name = options.object_name or folder
+        name = execution_name(dropped.bucket, dropped.key, file.version_id, file.etag)
+        file.summary.update(
+            objectName=object_name,
+            format=fmt.format,
+            compression=fmt.compression,
+            options=options.wire(),
+            executionName=name,
+        )
+        if self._execution_exists(self._execution_arn(name)):
+            logger.info("object version already handed off as %s; duplicate event ignored", name)
+            return IntakeOutcome("duplicate", file.summary)
+
+        request = ImportJobInit(
+            object_name=object_name,
+            file_name=file.summary["fileName"],
+            file_size=size,
+            **options.init_fields(),
+        )
+        try:
+            slot, result = self._init_and_upload(file, request, fmt)
+        except ExperitureError as exc:
+            return self._api_failure(file, exc)
+        except ClientError as exc:
+            return self._aws_failure(file, exc, "read the object")
+
+        uploaded = self._clock()
+        run = ImportRun(
+            job_id=slot.job_id,
+            object_name=object_name,
+            source=SourceObject(
+                bucket=dropped.bucket,
+                key=dropped.key,
+                version_id=file.version_id,
+                etag=file.etag,
+                size=size,
+                format=fmt.format,
+                compression=fmt.compression,
+            ),
+            options=options,
+            poll=self.settings.poll(),
+            intake=IntakeRecord(
+                received_at=received,
+                uploaded_at=uploaded,
+                upload_seconds=round(result.seconds, 3),
+                upload_attempts=result.attempts,
+                correlation_ids=file.correlation_ids,
+                abandoned_job_ids=file.abandoned,
+            ),
+        )
+        file.summary.update(
+            jobId=slot.job_id,
+            uploadedAt=_iso(uploaded),
+            uploadSeconds=round(result.seconds, 3),
+            uploadAttempts=result.attempts,
+            bytesUploaded=result.bytes_sent,
+            contentType=fmt.content_type,
+            correlationIds=file.correlation_ids,
+            abandonedJobIds=file.abandoned,
+        )
+        try:
+            started = self.sfn.start_execution(
+                stateMachineArn=self.settings.state_machine_arn,
+                name=name,
+                input=json.dumps(run.wire(), separators=(",", ":")),
+            )
+        except self.sfn.exceptions.ExecutionAlreadyExists:
+            logger.info("a concurrent delivery of this event already started %s; duplicate ignored", name)
+            return IntakeOutcome("duplicate", file.summary, job_id=slot.job_id)
+        except ClientError as exc:
+            return self._aws_failure(file, exc, "start the import state machine")
+        file.summary.update(outcome="uploaded", executionArn=started["executionArn"])
+        self._report(file, tag=True)
+        logger.info(
+            "uploaded %d bytes in %.2f s (%d attempt(s)); import handed off",
+            result.bytes_sent,
+            result.seconds,
+            result.attempts,
+            extra={"bytes": result.bytes_sent, "execution_name": name},
+        )
+        return IntakeOutcome(
+            "uploaded",
+            file.summary,
+            job_id=slot.job_id,
+            bytes_uploaded=result.bytes_sent,
+            upload_seconds=result.seconds,
+            abandoned_job_ids=file.abandoned,
+        )
+
+    # Checks -----------------------------------------------------------------------------------
+
+    @staticmethod
+    def _format(file_name: str) -> FileFormat:
+        fmt = detect_format(file_name)
+        if fmt is None:
+            raise Refusal(
+                "UNSUPPORTED_FORMAT",
+                f"{file_name!r} has an unsupported extension; use one of {', '.join(supported_extensions())}",
+            )
+        return fmt
+
+    def _head(self, bucket: str, key: str, version_id: str | None) -> dict[str, Any]:
+        try:
+            if version_id:
+                return dict(self.s3.head_object(Bucket=bucket, Key=key, VersionId=version_id))
+            return dict(self.s3.head_object(Bucket=bucket, Key=key))
+        except ClientError as exc:
+            if exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404:
+                raise Refusal(
+                    "OBJECT_GONE", "the object (version) no longer exists; nothing to import"
+                ) from None
+            raise
+
+    def _check_size(self, size: int) -> None:
+        if size == 0:
+            raise Refusal("EMPTY_OBJECT", "the object is empty (0 bytes)")
+        limit = self.settings.single_put_max_bytes
+        if size > limit:
+            raise Refusal(
+                "TOO_LARGE",
+                f"the object has {size} bytes, over the upload slot's single-PUT limit of {limit} bytes; "
+                "split it into smaller files",
+            )
+
+    # Init + upload ----------------------------------------------------------------------------
+
+    def _init_and_upload(
+        self, file: _File, request: ImportJobInit, fmt: FileFormat
+    ) -> tuple[UploadSlot, UploadResult]:
+        dropped = file.dropped
+        source = S3Source(
+            self.s3,
+            dropped.bucket,
+            dropped.key,
+            file.version_id,
+            file.etag,
+            chunk_bytes=self.settings.chunk_bytes,
+            read_ahead_bytes=self.settings.read_ahead_bytes,
+        )
+        fresh_slots = 0
+        last_error: ExperitureError | None = None
+        for generation in range(1, _MAX_GENERATIONS + 1):
+            key = idempotency_key(dropped.bucket, dropped.key, file.version_id, file.etag, generation)
+            slot = self.client.init_import(request, idempotency_key=key)
+            if slot.correlation_id and slot.correlation_id not in file.correlation_ids:
+                file.correlation_ids.append(slot.correlation_id)
+            self._annotate(job_id=slot.job_id, correlation_id=slot.correlation_id)
+            if (
+                slot.expires_at is not None
+                and (slot.expires_at - self._clock()).total_seconds() < _SLOT_MARGIN_SECONDS
+            ):
+                # A replay (Lambda retry, late duplicate) of a job whose slot has already expired.
+                logger.warning("job %s: its upload slot has expired; initializing a fresh job", slot.job_id)
+                file.abandoned.append(slot.job_id)
+                continue
+            fresh_slots += 1
+            try:
+                result = self.client.upload(
+                    slot,
+                    source.open,
+                    request.file_size,
+                    content_type=fmt.content_type,
+                    chunk_bytes=self.settings.chunk_bytes,
+                )
+                return slot, result
+            except UploadSlotExpiredError as exc:
+                last_error = exc
+                logger.warning("job %s: upload slot expired (%s); initializing a fresh job", slot.job_id, exc)
+            except ExperitureError as exc:
+                if not exc.retryable and self._delivered_by_twin(slot.job_id):
+                    # The slot is closed because a concurrent delivery uploaded and started this job.
+                    return slot, UploadResult(0, request.file_size, 0, 0.0)
+                if not exc.retryable and not isinstance(exc, UploadError):
+                    raise
+                last_error = exc
+                logger.warning(
+                    "job %s: upload keeps failing (%s); initializing a fresh job", slot.job_id, exc
+                )
+            file.abandoned.append(slot.job_id)
+            if fresh_slots >= self.settings.max_jobs_per_file:
+                break
+        raise UploadError(
+            f"the upload failed for {len(file.abandoned)} job(s) in a row; last error: {last_error}",
+            status=last_error.status if last_error else None,
+        )
+
+    def _delivered_by_twin(self, job_id: str) -> bool:
+        try:
+            return self.client.get_import(job_id).state not in ("pending", "ready")
+        except ExperitureError:
+            return False
+
+    # Step Functions ---------------------------------------------------------------------------
+
+    def _execution_arn(self, name: str) -> str:
+        return f"{self.settings.state_machine_arn.replace(':stateMachine:', ':execution:', 1)}:{name}"
+
+    def _execution_exists(self, execution_arn: str) -> bool:
+        try:
+            self.sfn.describe_execution(executionArn=execution_arn)
+        except self.sfn.exceptions.ExecutionDoesNotExist:
+            return False
+        return True
+
+    # Outcomes ---------------------------------------------------------------------------------
+
+    def _refuse(self, file: _File, refusal: Refusal, *, tag: bool) -> IntakeOutcome:
+        file.summary.update(outcome="refused", reason={"code": refusal.code, "message": refusal.message})
+        logger.warning("file refused: %s", refusal)
+        self._report(file, tag=tag and file.dropped.key.startswith(INCOMING_PREFIX))
+        return IntakeOutcome("refused", file.summary)
+
+    def _api_failure(self, file: _File, exc: ExperitureError) -> IntakeOutcome:
+        if exc.correlation_id and exc.correlation_id not in file.correlation_ids:
+            file.correlation_ids.append(exc.correlation_id)
+        # Auth problems and exhausted transient failures are worth retrying once fixed or recovered;
+        # any other refusal by the API is about this file and would be refused again.
+        retry = exc.retryable or isinstance(exc, AuthenticationError | ForbiddenError | UploadError)
+        outcome = "failed" if retry else "rejected"
+        file.summary.update(
+            outcome=outcome,
+            reason=exc.to_dict(),
+            correlationIds=file.correlation_ids,
+            abandonedJobIds=file.abandoned,
+            willRetry=retry,
+        )
+        logger.error("file %s: %s", outcome, exc)
+        self._report(file, tag=True)
+        return IntakeOutcome(outcome, file.summary, retry=retry, abandoned_job_ids=file.abandoned)
+
+    def _aws_failure(self, file: _File, exc: ClientError, step: str) -> IntakeOutcome:
+        error = exc.response.get("Error", {})
+        file.summary.update(
+            outcome="failed",
+            reason={"code": error.get("Code"), "message": f"could not {step}: {error.get('Message')}"},
+            abandonedJobIds=file.abandoned,
+            willRetry=True,
+        )
+        logger.error("could not %s: %s", step, error.get("Code"))
+        self._report(file, tag=False)
+        return IntakeOutcome("failed", file.summary, retry=True, abandoned_job_ids=file.abandoned)
+
+    def _report(self, file: _File, *, tag: bool) -> None:
+        """Write the summary and tag the source; a tagging failure must not hide the summary."""
+        write_summary(self.s3, file.dropped.bucket, file.dropped.key, file.summary)
+        if not tag:
+            return
+        try:
+            tag_source(
+                self.s3, file.dropped.bucket, file.dropped.key, file.version_id, summary_tags(file.summary)
+            )
+        except ClientError as exc:
+            logger.warning("could not tag the source object: %s", exc.response.get("Error", {}).get("Code"))
