@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import logging
-import socket
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import uvicorn
 
@@ -45,7 +44,6 @@ class BackgroundServer:
     port: int
     server: uvicorn.Server
     thread: threading.Thread
-    sock: socket.socket = field(repr=False)
 
     @property
     def root_url(self) -> str:
@@ -54,22 +52,13 @@ class BackgroundServer:
     def stop(self) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=15)
-        self.sock.close()
 
 
 def start_in_thread(options: SandboxOptions, host: str = "127.0.0.1", port: int = 0) -> BackgroundServer:
-    """Bind first (port 0 picks a free one), then serve; return once connections are accepted."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    sock.listen(1024)
-    sock.setblocking(False)
-    port = sock.getsockname()[1]
+    """Serve in a daemon thread (port 0 picks a free one); return once connections are accepted."""
     sandbox = Sandbox(options)
     server = uvicorn.Server(_config(sandbox, host, port, "warning"))
-    thread = threading.Thread(
-        target=server.run, kwargs={"sockets": [sock]}, name="sandbox-uvicorn", daemon=True
-    )
+    thread = threading.Thread(target=server.run, name="sandbox-uvicorn", daemon=True)
     thread.start()
     deadline = time.monotonic() + 15
     while not server.started:
@@ -78,5 +67,6 @@ def start_in_thread(options: SandboxOptions, host: str = "127.0.0.1", port: int 
         if time.monotonic() > deadline:
             raise RuntimeError("the sandbox server did not start within 15 s")
         time.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
     logging.getLogger("sandbox").debug("sandbox listening on %s:%s", host, port)
-    return BackgroundServer(sandbox, host, port, server, thread, sock)
+    return BackgroundServer(sandbox, host, port, server, thread)
