@@ -64,8 +64,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-# A replayed slot that expires this soon is not worth an upload attempt.
-_SLOT_MARGIN_SECONDS = 5.0
+# A replayed init (Lambda retry, late duplicate) may return a slot that has already expired.
+_SLOT_MARGIN_SECONDS = 0.0
 # Hard cap on inits for one file, counting replayed slots that had already expired.
 _MAX_GENERATIONS = 20
 _NAME_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -410,7 +410,8 @@ class Intake:
             if fresh_slots >= self.settings.max_jobs_per_file:
                 break
         raise UploadError(
-            f"the upload failed for {len(file.abandoned)} job(s) in a row; last error: {last_error}",
+            f"the upload failed for {len(file.abandoned)} job(s) in a row; last error: "
+            f"{last_error or 'every upload slot had expired'}",
             status=last_error.status if last_error else None,
         )
 

@@ -1,0 +1,95 @@
+"""Intake function: S3 ObjectCreated under ``incoming/`` -> an uploaded import job handed to the
+state machine. Thin: parse the event, call :class:`experiture_ingest.files.intake.Intake`, report.
+
+Environment (see :class:`~experiture_ingest.files.intake.IntakeSettings`): IMPORT_STATE_MACHINE_ARN
+(required), INTAKE_SINGLE_PUT_MAX_BYTES, INTAKE_MAX_JOBS_PER_FILE, INTAKE_CHUNK_BYTES,
+INTAKE_READ_AHEAD_BYTES, IMPORT_POLL_* (passed on in the hand-off), and the client's EXPERITURE_*.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import boto3
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.data_classes import S3Event, event_source
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from experiture_ingest.client import client_from_env
+from experiture_ingest.files.intake import DroppedFile, Intake, IntakeOutcome, IntakeSettings
+from experiture_ingest.files.routing import decode_event_key
+from experiture_ingest.observability import logger, metrics, setup_logging, tracer
+from experiture_ingest.settings import load_settings
+
+setup_logging()
+
+
+class IntakeFailedError(Exception):
+    """Some files failed for a reason worth retrying: Lambda retries, then the on-failure destination."""
+
+
+@functools.cache
+def intake() -> Intake:
+    """The warm container's one intake (clients are reused across invocations)."""
+    return Intake(
+        s3=boto3.client("s3"),
+        sfn=boto3.client("stepfunctions"),
+        client=client_from_env(),
+        settings=load_settings(IntakeSettings),
+        annotate=_annotate,
+    )
+
+
+def _annotate(**keys: Any) -> None:
+    job_id = keys.get("job_id")
+    logger.append_keys(job_id=job_id, api_correlation_id=keys.get("correlation_id"))
+    if job_id:
+        tracer.put_annotation("job_id", job_id)
+
+
+def _count(outcome: IntakeOutcome) -> None:
+    metrics.add_metric(name="FilesReceived", unit=MetricUnit.Count, value=1)
+    if outcome.outcome == "refused":
+        metrics.add_metric(name="FilesRefused", unit=MetricUnit.Count, value=1)
+    elif outcome.outcome == "duplicate":
+        metrics.add_metric(name="DuplicateEvents", unit=MetricUnit.Count, value=1)
+    elif outcome.outcome in ("rejected", "failed"):
+        metrics.add_metric(name="FilesFailed", unit=MetricUnit.Count, value=1)
+    if outcome.bytes_uploaded:
+        metrics.add_metric(name="BytesUploaded", unit=MetricUnit.Bytes, value=outcome.bytes_uploaded)
+        metrics.add_metric(name="UploadSeconds", unit=MetricUnit.Seconds, value=outcome.upload_seconds)
+    if outcome.abandoned_job_ids:
+        metrics.add_metric(name="AbandonedJobs", unit=MetricUnit.Count, value=len(outcome.abandoned_job_ids))
+
+
+@logger.inject_lambda_context(clear_state=True)
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+@event_source(data_class=S3Event)
+def handler(event: S3Event, context: LambdaContext) -> dict[str, Any]:
+    """Handle every record; raise (for Lambda's retries and DLQ) only if one needs retrying."""
+    results = []
+    retry = []
+    for record in event.records:
+        obj = record.s3.get_object
+        dropped = DroppedFile(
+            bucket=record.s3.bucket.name,
+            key=decode_event_key(obj.key),
+            version_id=obj.version_id,
+            etag=obj.etag or None,
+            sequencer=obj.get("sequencer"),
+            event_time=record.get("eventTime"),
+        )
+        request_id = (record.get("responseElements") or {}).get("x-amz-request-id")
+        logger.set_correlation_id(request_id)
+        logger.append_keys(bucket=dropped.bucket, key=dropped.key, job_id=None, api_correlation_id=None)
+        outcome = intake().handle(dropped)
+        _count(outcome)
+        results.append({"key": dropped.key, "outcome": outcome.outcome, "jobId": outcome.job_id})
+        if outcome.retry:
+            reason = outcome.summary.get("reason") or {}
+            retry.append(f"{dropped.key}: {reason.get('message') or reason.get('code')}")
+    if retry:
+        raise IntakeFailedError("; ".join(retry))
+    return {"files": results}
