@@ -209,12 +209,10 @@ class Intake:
             },
             etag=dropped.etag,
         )
-        exists = False
         try:
             folder = folder_of(dropped.key)
             fmt = self._format(file.summary["fileName"])
             head = self._head(dropped.bucket, dropped.key, file.version_id)
-            exists = True
             file.version_id = _clean_version(head.get("VersionId")) or file.version_id
             file.etag = str(head.get("ETag") or dropped.etag or "").strip('"') or None
             size = int(head["ContentLength"])
@@ -224,7 +222,7 @@ class Intake:
                 load_config(self.s3, dropped.bucket, folder), head.get("Metadata") or {}
             )
         except Refusal as refusal:
-            return self._refuse(file, refusal, tag=exists)
+            return self._refuse(file, refusal, tag=refusal.code != "OBJECT_GONE")
         except ClientError as exc:
             return self._aws_failure(file, exc, "read the object or its config")
 
