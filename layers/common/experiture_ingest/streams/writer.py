@@ -125,8 +125,10 @@ class StreamWriter:
         self._on_request = on_request
         self.begin()
 
-    def begin(self) -> None:
-        """Forget the previous batch (a warm Lambda reuses the writer)."""
+    def begin(self, *, fifo: bool | None = None) -> None:
+        """Forget the previous batch (a warm Lambda reuses the writer); ``fifo`` as the queue is."""
+        if fifo is not None:
+            self._fifo = fifo
         self._staged: list[StagedMessage] = []
         self._pending: dict[str, _Pending] = {}
         self._order: list[str] = []
@@ -198,6 +200,10 @@ class StreamWriter:
         self._report.retry.add(message_id)
 
     # Phase 2: the whole batch --------------------------------------------------------------------
+
+    @property
+    def report(self) -> FlushReport:
+        return self._report
 
     def flush(self) -> FlushReport:
         """Send every staged record; dead-letter what is final; return which messages to retry."""

@@ -1,0 +1,61 @@
+"""Batch settler: one settle ticket per SQS message -> check the job, then re-check, report,
+re-drive or dead-letter (see :mod:`experiture_ingest.streams.settle`).
+
+A ticket whose check fails transiently is returned in ``batchItemFailures`` and checked again after
+the settle queue's visibility timeout; the settle queue has its own DLQ and alarm.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import boto3
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from experiture_ingest.client import ClientSettings, ExperitureClient
+from experiture_ingest.observability import logger, metrics, setup_logging, tracer
+from experiture_ingest.streams.settings import StreamSettings
+from experiture_ingest.streams.settle import Settler, SettleTicket
+from experiture_ingest.streams.wiring import build_settler
+
+setup_logging()
+
+_OUTCOME_METRICS = {
+    "pending": "BatchJobsPending",
+    "completed": "BatchJobsCompleted",
+    "reported": "BatchJobsWithInvalidRows",
+    "redriven": "BatchJobsRedriven",
+    "dead-lettered": "BatchJobsDeadLettered",
+}
+
+
+@functools.cache
+def settler() -> Settler:
+    client = ExperitureClient.from_settings(ClientSettings.from_env())
+    return build_settler(StreamSettings.from_env(), client, boto3.client("sqs"), boto3.client("s3"))
+
+
+def settle_record(record: SQSRecord) -> str:
+    ticket = SettleTicket.model_validate_json(record.body)
+    logger.append_keys(job_id=ticket.job_id, object_name=ticket.object)
+    settled = settler().settle(ticket)
+    metrics.add_metric(name=_OUTCOME_METRICS[settled.outcome], unit=MetricUnit.Count, value=1)
+    if settled.dead_lettered:
+        metrics.add_metric(name="MessagesDeadLettered", unit=MetricUnit.Count, value=settled.dead_lettered)
+    return settled.outcome
+
+
+@logger.inject_lambda_context(clear_state=True)
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
+    return dict(
+        process_partial_response(
+            event=event, record_handler=settle_record, processor=processor, context=context
+        )
+    )

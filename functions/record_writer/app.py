@@ -1,0 +1,74 @@
+"""Record writer: an SQS batch of records in the message contract -> packed batch writes.
+
+Thin: Powertools' batch processor stages each message with the writer, then the writer packs and
+sends the batch as a whole (see :mod:`experiture_ingest.streams.processing` for how the two phases
+keep Powertools' partial-failure and FIFO semantics). Only messages whose request failed transiently
+are returned in ``batchItemFailures``; permanent problems went to the DLQ with their reasons.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import boto3
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.batch import process_partial_response
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from experiture_ingest.client import ClientSettings, ExperitureClient, RetryEvent
+from experiture_ingest.observability import logger, metrics, setup_logging, tracer
+from experiture_ingest.streams.processing import processor_for
+from experiture_ingest.streams.settings import StreamSettings
+from experiture_ingest.streams.wiring import build_writer
+from experiture_ingest.streams.writer import FlushReport, StreamWriter
+
+setup_logging()
+
+
+def _count_retry(event: RetryEvent) -> None:
+    metrics.add_metric(name="ApiRetries", unit=MetricUnit.Count, value=1)
+
+
+@functools.cache
+def writer() -> StreamWriter:
+    """The warm container's writer (its schema cache and HTTP pool live across invocations)."""
+    client = ExperitureClient.from_settings(ClientSettings.from_env(), on_retry=_count_retry)
+    return build_writer(StreamSettings.from_env(), client, boto3.client("sqs"), boto3.client("s3"))
+
+
+def _publish(report: FlushReport) -> None:
+    for name, value in (
+        ("RecordsReceived", report.records_received),
+        ("RecordsWritten", report.records_written),
+        ("RecordsDeadLettered", report.records_dead_lettered),
+        ("MessagesDeadLettered", report.messages_dead_lettered),
+        ("MessagesRetried", len(report.retry)),
+        ("BatchRequestsSent", report.requests_sent),
+        ("BatchRequestsRefused", report.requests_refused),
+        ("BatchJobsAccepted", len(report.jobs)),
+    ):
+        metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
+
+
+@logger.inject_lambda_context(clear_state=True)
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    processor = processor_for(event, writer())
+    response = process_partial_response(
+        event=event, record_handler=processor.stage, processor=processor, context=context
+    )
+    report = processor.report
+    _publish(report)
+    logger.info(
+        "batch written",
+        extra={
+            "messages": len(event.get("Records") or []),
+            "records_written": report.records_written,
+            "requests": report.requests_sent,
+            "jobs": report.jobs,
+            "retry_message_ids": sorted(report.retry),
+        },
+    )
+    return dict(response)

@@ -1,0 +1,41 @@
+"""Build the writer and the settler from settings and AWS clients (handlers, demo and tests share it)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from experiture_ingest.client import ExperitureClient
+from experiture_ingest.streams.deadletters import DeadLetterQueue
+from experiture_ingest.streams.schema import SchemaCache
+from experiture_ingest.streams.settings import StreamSettings
+from experiture_ingest.streams.settle import PayloadStore, SettleQueue, Settler
+from experiture_ingest.streams.writer import StreamWriter
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+    from mypy_boto3_sqs import SQSClient
+
+
+def build_writer(
+    settings: StreamSettings, client: ExperitureClient, sqs: SQSClient, s3: S3Client
+) -> StreamWriter:
+    return StreamWriter(
+        client,
+        SchemaCache(client, settings.schema_ttl_seconds),
+        DeadLetterQueue(sqs, settings.dead_letter_queue_url),
+        PayloadStore(s3, settings.payload_bucket),
+        SettleQueue(sqs, settings.settle_queue_url, settings.cadence),
+        default_target=settings.default_target,
+    )
+
+
+def build_settler(
+    settings: StreamSettings, client: ExperitureClient, sqs: SQSClient, s3: S3Client
+) -> Settler:
+    return Settler(
+        client,
+        PayloadStore(s3, settings.payload_bucket),
+        SettleQueue(sqs, settings.settle_queue_url, settings.cadence),
+        DeadLetterQueue(sqs, settings.dead_letter_queue_url),
+        max_redrives=settings.max_redrives,
+    )
