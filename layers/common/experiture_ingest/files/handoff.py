@@ -50,6 +50,9 @@ class PollSettings(_Doc):
     max_seconds: float = Field(default=IMPORT_POLL[2], gt=0)
     deadline_seconds: float = Field(default=48 * 3600, gt=0, description="Give up on a stuck job after this")
     start_retry_seconds: float = Field(default=6 * 3600, gt=0, description="Keep retrying a refused start")
+    iterations_per_execution: int = Field(
+        default=500, ge=1, description="Wait/poll rounds before continuing as a new execution (history limit)"
+    )
 
 
 class IntakeRecord(_Doc):

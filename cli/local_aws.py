@@ -1,0 +1,341 @@
+"""Run the REAL import state machine locally: moto's Step Functions interpreter, handlers in-process.
+
+What runs is ``statemachine/import_job.asl.json`` with ``template.yaml``'s DefinitionSubstitutions
+resolved: each ``!GetAtt <Function>.Arn`` becomes a local Lambda ARN routed to that function's own
+handler (its ``CodeUri`` and ``Handler`` in the template). Nothing in the definition is edited; waits
+are shortened through the execution input (``poll`` settings).
+
+The shim (moto 5.2.x, pinned in pyproject.toml) is two small patches, active only inside
+:class:`LocalAws`:
+
+1. ``lambda_eval_utils._invoke_lambda_function``: moto's interpreter invokes Lambda through its
+   Lambda backend, which runs no code without Docker. We call the handler in-process and answer as
+   Lambda does: the return value as Payload, or ``FunctionError: Unhandled`` with
+   ``{"errorType": <exception class name>, "errorMessage": str(exc)}``.
+2. ``StateTaskServiceSfn._normalise_parameters`` / ``_normalise_response``: moto passes
+   ``arn:aws:states:::states:startExecution`` parameters to boto3 in the ASL's PascalCase
+   (``StateMachineArn``) where boto3 wants ``stateMachineArn``, and returns the answer in boto3's
+   casing; we translate both ways, as Step Functions does.
+
+Usage::
+
+    with LocalAws(env={"EXPERITURE_API_URL": sb.base_url, "EXPERITURE_API_TOKEN": sb.token}) as aws:
+        aws.s3.create_bucket(Bucket="ingest")
+        arn = aws.start(run_document, name="job-1")
+        result = aws.wait(arn)          # Execution(status="SUCCEEDED", output={...}, ...)
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import json
+import os
+import re
+import sys
+import time
+import traceback
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+from unittest import mock
+
+import boto3
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+TEMPLATE = ROOT / "template.yaml"
+STATE_MACHINE_ID = "ImportStateMachine"
+REGION = "us-east-1"
+ACCOUNT = "123456789012"
+STATE_MACHINE_NAME = "experiture-ingest-import-job"
+_SUBSTITUTION = re.compile(r"\$\{([A-Za-z0-9_]+)\}")
+
+Handler = Callable[[dict[str, Any], Any], Any]
+
+
+class LocalAwsError(RuntimeError):
+    """The template or definition cannot be run locally; the message says what is wrong."""
+
+
+# Template --------------------------------------------------------------------------------------------
+
+
+class _CfnLoader(yaml.SafeLoader):
+    """YAML with CloudFormation short tags (``!Ref X`` -> ``{"Ref": "X"}``, ``!GetAtt A.B`` -> ...)."""
+
+
+def _cfn_tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> Any:
+    if isinstance(node, yaml.ScalarNode):
+        value: Any = loader.construct_scalar(node)
+        if suffix == "GetAtt" and isinstance(value, str):
+            value = value.split(".", 1)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    else:
+        value = loader.construct_mapping(node, deep=True)  # type: ignore[arg-type]
+    return {"Ref": value} if suffix == "Ref" else {f"Fn::{suffix}": value}
+
+
+_CfnLoader.add_multi_constructor("!", _cfn_tag)
+
+
+def load_template(path: Path = TEMPLATE) -> dict[str, Any]:
+    """``template.yaml`` as a dict, short tags expanded to their long form."""
+    return yaml.load(path.read_text(encoding="utf-8"), Loader=_CfnLoader)  # noqa: S506 (SafeLoader subclass)
+
+
+def definition_placeholders(definition_text: str) -> set[str]:
+    """Every ``${Name}`` the definition uses."""
+    return set(_SUBSTITUTION.findall(definition_text))
+
+
+@dataclass(frozen=True)
+class ResolvedMachine:
+    """The definition ready for moto, and the handler behind each local Lambda ARN."""
+
+    definition: str
+    routes: dict[str, tuple[str, Handler]]
+
+
+def function_arn(logical_id: str) -> str:
+    return f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{logical_id}"
+
+
+def _handler_for(template: dict[str, Any], logical_id: str) -> Handler:
+    resource = template["Resources"].get(logical_id)
+    if not resource or resource.get("Type") != "AWS::Serverless::Function":
+        raise LocalAwsError(f"{logical_id} is not an AWS::Serverless::Function in template.yaml")
+    props = resource["Properties"]
+    code_uri = str(props["CodeUri"]).strip("/")
+    module_name, _, attr = str(props["Handler"]).rpartition(".")
+    package = ".".join(Path(code_uri).parts)  # functions/import_job -> functions.import_job
+    module = importlib.import_module(f"{package}.{module_name}")
+    handler = getattr(module, attr, None)
+    if not callable(handler):
+        raise LocalAwsError(f"{logical_id}: {package}.{module_name} has no handler {attr!r}")
+    return handler  # type: ignore[no-any-return]
+
+
+def resolve_machine(template: dict[str, Any] | None = None, root: Path = ROOT) -> ResolvedMachine:
+    """The state machine's definition with its DefinitionSubstitutions resolved to local ARNs."""
+    template = template or load_template(root / "template.yaml")
+    machine = template["Resources"].get(STATE_MACHINE_ID)
+    if machine is None:
+        raise LocalAwsError(f"template.yaml has no {STATE_MACHINE_ID}")
+    props = machine["Properties"]
+    text = (root / props["DefinitionUri"]).read_text(encoding="utf-8")
+    values: dict[str, str] = {}
+    routes: dict[str, tuple[str, Handler]] = {}
+    for name, value in (props.get("DefinitionSubstitutions") or {}).items():
+        target = value.get("Fn::GetAtt") if isinstance(value, dict) else None
+        if isinstance(target, list) and len(target) == 2 and target[1] == "Arn":
+            arn = function_arn(target[0])
+            routes[arn] = (target[0], _handler_for(template, target[0]))
+            values[name] = arn
+        elif isinstance(value, str):
+            values[name] = value
+        else:
+            raise LocalAwsError(f"substitution {name}: only !GetAtt <Function>.Arn or a string can run locally")
+    missing = definition_placeholders(text) - set(values)
+    if missing:
+        raise LocalAwsError(f"the definition uses {sorted(missing)} without a DefinitionSubstitution")
+    return ResolvedMachine(_SUBSTITUTION.sub(lambda m: values[m.group(1)], text), routes)
+
+
+# The shim ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class LambdaContext:
+    """Enough of Lambda's context object for Powertools (name, ARN, request id, time left)."""
+
+    function_name: str
+    invoked_function_arn: str
+    memory_limit_in_mb: int = 512
+    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    function_version: str = "$LATEST"
+    log_group_name: str = "/aws/lambda/local"
+    log_stream_name: str = "local"
+    deadline: float = field(default_factory=lambda: time.monotonic() + 900)
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, int((self.deadline - time.monotonic()) * 1000))
+
+
+def _lambda_invoker(routes: Mapping[str, tuple[str, Handler]]) -> Callable[..., dict[str, Any]]:
+    def invoke(parameters: dict[str, Any], region: str, state_credentials: Any) -> dict[str, Any]:
+        arn = str(parameters["FunctionName"])
+        if arn not in routes:
+            raise LocalAwsError(f"no local handler for {arn}")
+        name, handler = routes[arn]
+        raw = parameters.get("Payload") or b"{}"
+        event = json.loads(raw.decode() if isinstance(raw, bytes) else raw)
+        try:
+            result = handler(event, LambdaContext(name, arn))
+        except Exception as exc:  # what the Lambda runtime reports for an unhandled exception
+            return {
+                "StatusCode": 200,
+                "FunctionError": "Unhandled",
+                "Payload": {
+                    "errorType": type(exc).__name__,
+                    "errorMessage": str(exc),
+                    "stackTrace": traceback.format_tb(exc.__traceback__)[-3:],
+                },
+            }
+        return {"StatusCode": 200, "Payload": json.loads(json.dumps(result, default=str))}
+
+    return invoke
+
+
+def _lower_first(key: str) -> str:
+    return key[:1].lower() + key[1:]
+
+
+def _upper_first(key: str) -> str:
+    return key[:1].upper() + key[1:]
+
+
+def _sfn_parameter_patches() -> list[Any]:
+    from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service_sfn import (
+        StateTaskServiceSfn,
+    )
+
+    original = StateTaskServiceSfn._normalise_parameters
+
+    def normalise_parameters(self: Any, parameters: dict[str, Any], *args: Any, **kwargs: Any) -> None:
+        original(self, parameters, *args, **kwargs)
+        for key in list(parameters):
+            parameters[_lower_first(key)] = parameters.pop(key)
+
+    def normalise_response(self: Any, response: Any, *args: Any, **kwargs: Any) -> None:
+        if isinstance(response, dict):
+            for key in list(response):
+                value = response.pop(key)
+                response[_upper_first(key)] = value.isoformat() if isinstance(value, datetime) else value
+
+    return [
+        mock.patch.object(StateTaskServiceSfn, "_normalise_parameters", normalise_parameters),
+        mock.patch.object(StateTaskServiceSfn, "_normalise_response", normalise_response),
+    ]
+
+
+def _reset_warm_caches(modules: list[ModuleType]) -> None:
+    """Forget clients cached by warm handlers (``functools.cache``), so they see this run's env."""
+    from experiture_ingest.client import client_from_env
+
+    client_from_env.cache_clear()
+    for module in modules:
+        for value in vars(module).values():
+            if isinstance(value, functools._lru_cache_wrapper):
+                value.cache_clear()
+
+
+# The runner ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Execution:
+    arn: str
+    status: str
+    output: Any = None
+    error: str | None = None
+    cause: str | None = None
+
+
+class LocalAws:
+    """moto (S3, Step Functions that execute) + the real state machine + handlers in-process."""
+
+    def __init__(self, env: Mapping[str, str] | None = None, *, root: Path = ROOT) -> None:
+        self.root = root
+        self.env = dict(env or {})
+        self._stack = ExitStack()
+        self.state_machine_arn = ""
+
+    def __enter__(self) -> LocalAws:
+        from moto import mock_aws
+        from moto.stepfunctions.parser.asl.component.state.exec.state_task import lambda_eval_utils
+
+        env = {
+            "AWS_DEFAULT_REGION": REGION,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",  # noqa: S105 (moto's documented dummy)
+            "POWERTOOLS_SERVICE_NAME": "experiture-ingest",
+            "POWERTOOLS_METRICS_NAMESPACE": "ExperitureIngest",
+            **self.env,
+        }
+        self._stack.enter_context(mock.patch.dict(os.environ, env))
+        machine = resolve_machine(root=self.root)
+        self.routes = machine.routes
+        self._stack.enter_context(
+            mock_aws(config={"stepfunctions": {"execute_state_machine": True}, "lambda": {"use_docker": False}})
+        )
+        self._stack.enter_context(
+            mock.patch.object(lambda_eval_utils, "_invoke_lambda_function", _lambda_invoker(machine.routes))
+        )
+        for patch in _sfn_parameter_patches():
+            self._stack.enter_context(patch)
+        self.s3 = boto3.client("s3", region_name=REGION)
+        self.sfn = boto3.client("stepfunctions", region_name=REGION)
+        self.state_machine_arn = self.sfn.create_state_machine(
+            name=STATE_MACHINE_NAME,
+            definition=machine.definition,
+            roleArn=f"arn:aws:iam::{ACCOUNT}:role/local-import-job",
+            type="STANDARD",
+        )["stateMachineArn"]
+        os.environ["IMPORT_STATE_MACHINE_ARN"] = self.state_machine_arn
+        modules = {sys.modules[handler.__module__] for _, handler in machine.routes.values()}
+        _reset_warm_caches(list(modules))
+        self._stack.callback(_reset_warm_caches, list(modules))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stack.close()
+
+    def start(self, run: Mapping[str, Any], name: str | None = None) -> str:
+        """Start an execution with ``run`` (an ImportRun document) as its input; its ARN."""
+        return self.sfn.start_execution(
+            stateMachineArn=self.state_machine_arn,
+            name=name or f"local-{uuid.uuid4().hex[:12]}",
+            input=json.dumps(run, default=str),
+        )["executionArn"]
+
+    def executions(self) -> list[dict[str, Any]]:
+        return self.sfn.list_executions(stateMachineArn=self.state_machine_arn)["executions"]
+
+    def describe(self, arn: str) -> Execution:
+        doc = self.sfn.describe_execution(executionArn=arn)
+        output = json.loads(doc["output"]) if doc.get("output") else None
+        return Execution(arn, doc["status"], output, doc.get("error"), doc.get("cause"))
+
+    def wait(self, arn: str, timeout: float = 60.0, *, follow: bool = True) -> Execution:
+        """Wait for an execution to end; with ``follow``, through its continuations to the last one."""
+        deadline = time.monotonic() + timeout
+        while True:
+            result = self.describe(arn)
+            if result.status != "RUNNING":
+                following = (result.output or {}).get("continuedAs") if follow and isinstance(result.output, dict) else None
+                if following and following.get("executionArn"):
+                    arn = following["executionArn"]
+                    continue
+                return result
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"execution {arn} still running after {timeout} s")
+            time.sleep(0.05)
+
+    def history(self, arn: str) -> Iterator[dict[str, Any]]:
+        token: str | None = None
+        while True:
+            kwargs: dict[str, Any] = {"executionArn": arn, "maxResults": 1000}
+            if token:
+                kwargs["nextToken"] = token
+            page = self.sfn.get_execution_history(**kwargs)
+            yield from page["events"]
+            token = page.get("nextToken")
+            if not token:
+                return

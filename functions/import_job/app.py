@@ -1,0 +1,114 @@
+"""Task functions of the import state machine: one module, one handler per task.
+
+Five functions in template.yaml share this code (CodeUri functions/import_job, Handler
+``app.<task>_handler``): each task is a small step of the same state document, so they share its
+parsing and shaping, while each function keeps its own timeout, memory and least-privilege role.
+
+Handlers are thin: parse the state document, call :mod:`experiture_ingest.files.import_tasks` or
+:mod:`experiture_ingest.files.collect`, return the document. Errors propagate: the state machine's
+Retry and Catch match on the exception class name (``ServerError`` is transient,
+``SchemaMismatchError`` is not), and every Catch leads to :func:`report_failure_handler`.
+"""
+
+from __future__ import annotations
+
+import functools
+from datetime import UTC, datetime
+from typing import Any
+
+import boto3
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from experiture_ingest.client import ClientSettings, ExperitureClient
+from experiture_ingest.files import collect as collect_logic
+from experiture_ingest.files import import_tasks as tasks
+from experiture_ingest.observability import logger, metrics, setup_logging, tracer
+
+setup_logging()
+
+
+@functools.cache
+def deps() -> tasks.TaskDeps:
+    """The warm container's S3 and API clients (a refused start is left to the state machine)."""
+    settings = ClientSettings.from_env()
+    retry = tasks.TaskRetryPolicy(
+        max_attempts=settings.retry_max_attempts, budget_seconds=settings.retry_budget_seconds
+    )
+    return tasks.TaskDeps(s3=boto3.client("s3"), client=ExperitureClient.from_settings(settings, retry=retry))
+
+
+def _state(event: dict[str, Any]) -> tasks.ImportState:
+    state = tasks.ImportState.model_validate(event)
+    logger.append_keys(job_id=state.run.job_id, key=state.run.source.key, execution=state.progress.execution_name)
+    tracer.put_annotation("job_id", state.run.job_id)
+    return state
+
+
+@logger.inject_lambda_context(clear_state=True)
+@tracer.capture_lambda_handler
+def prepare_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    """Execution input (an ImportRun, or a continuation's state) -> the state document."""
+    execution = event.get("execution") or {}
+    state = tasks.prepare(event["input"], str(execution.get("name") or "local"), execution.get("startTime"), datetime.now(UTC))
+    logger.append_keys(job_id=state.run.job_id, key=state.run.source.key)
+    return state.wire()
+
+
+@logger.inject_lambda_context(clear_state=True)
+@tracer.capture_lambda_handler
+def mapping_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    """Plan (given, template or inferred) and set the job's field mapping."""
+    return tasks.set_mapping(_state(event), deps()).wire()
+
+
+@logger.inject_lambda_context(clear_state=True)
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def start_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    """Start the job, or schedule another try while the workspace runs its maximum of jobs."""
+    state = tasks.start(_state(event), deps())
+    if state.progress.next == "wait_poll":
+        metrics.add_metric(name="ImportJobsStarted", unit=MetricUnit.Count, value=1)
+    elif state.progress.next in ("wait_start", "continue"):
+        metrics.add_metric(name="ImportStartsDeferred", unit=MetricUnit.Count, value=1)
+    return state.wire()
+
+
+@logger.inject_lambda_context(clear_state=True)
+@tracer.capture_lambda_handler
+def poll_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    """Read the job's state and decide what comes next."""
+    return tasks.poll(_state(event), deps()).wire()
+
+
+@logger.inject_lambda_context(clear_state=True)
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def collect_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    """The job completed: errors file and summary into the bucket, source tagged."""
+    report = collect_logic.collect(_state(event), deps())
+    metrics.add_metric(name="ImportJobsCompleted", unit=MetricUnit.Count, value=1)
+    found = report.summary.get("metrics") or {}
+    metrics.add_metric(name="RowsImported", unit=MetricUnit.Count, value=found.get("rowsImported") or 0)
+    metrics.add_metric(name="RowsRejected", unit=MetricUnit.Count, value=found.get("rowsRejected") or 0)
+    logger.info("import finished", extra={"outcome": report.outcome, "summary_key": report.summary_key})
+    return report.wire()
+
+
+@logger.inject_lambda_context(clear_state=True)
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def report_failure_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    """Whatever ended the run: a failure summary in the bucket, and the Fail state's error and cause."""
+    report = collect_logic.report_failure(event, deps())
+    name = "ImportJobsTimedOut" if report.outcome == "timed_out" else "ImportJobsFailed"
+    metrics.add_metric(name=name, unit=MetricUnit.Count, value=1)
+    summary = report.summary
+    logger.warning("import failed", extra={"outcome": report.outcome, "summary_key": report.summary_key})
+    bucket = summary["source"]["bucket"]
+    return {
+        **report.wire(),
+        "error": "ImportTimedOut" if report.outcome == "timed_out" else "ImportFailed",
+        "cause": f"{summary['message']} Summary: s3://{bucket}/{report.summary_key}"[:32000],
+    }

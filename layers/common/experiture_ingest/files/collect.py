@@ -1,0 +1,349 @@
+"""The end of an import: rejected rows and a summary back in the user's bucket, and the source tagged.
+
+Every run ends here, one way or the other:
+
+- :func:`collect`: the job completed; its errors file (if any) is streamed into
+  ``results/<key>.errors.jsonl`` with a multipart upload in bounded parts (constant memory, the
+  location re-fetched if its URL expired), and ``results/<key>.json`` says what happened.
+- :func:`report_failure`: anything else (a refused mapping, a failed or stuck job, a task that
+  failed for good) writes the same summary with the reason, so no run ends silently.
+
+>>> describe_error({"Error": "SchemaMismatchError", "Cause": '{"errorType": "SchemaMismatchError", '
+...     '"errorMessage": "422 CDP_ETL.VALIDATION.REQUEST_SCHEMA: no field nope (correlation id c-9)", '
+...     '"stackTrace": ["File app.py"]}'})
+{'type': 'SchemaMismatchError', 'message': '422 CDP_ETL.VALIDATION.REQUEST_SCHEMA: no field nope (correlation id c-9)', 'status': 422, 'code': 'CDP_ETL.VALIDATION.REQUEST_SCHEMA', 'correlationId': 'c-9'}
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from experiture_ingest.client import ErrorFileExpiredError, ExperitureClient
+from experiture_ingest.files.import_tasks import ImportState, TaskDeps
+from experiture_ingest.files.layout import errors_key, result_key
+from experiture_ingest.files.results import summary_tags, tag_source, write_summary
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+    from mypy_boto3_s3.type_defs import CompletedPartTypeDef
+
+logger = logging.getLogger(__name__)
+
+PART_BYTES = 8 * 1024 * 1024  # S3 parts are at least 5 MiB (but the last)
+ERROR_FILE_ATTEMPTS = 3
+_METRICS = (
+    "readRows",
+    "validRows",
+    "invalidRows",
+    "mergedInserts",
+    "mergedUpdates",
+    "rowsImported",
+    "rowsRejected",
+    "successRate",
+)
+_API_ERROR = re.compile(r"^(?P<status>\d{3}) (?P<code>[A-Z_]+(?:\.[A-Z_]+)+)?")
+_CORRELATION = re.compile(r"\(correlation id (?P<id>[^)\s]+)\)")
+_FAILURE_STAGE = {
+    "mapping": "mapping",
+    "start": "start",
+    "wait_start": "start",
+    "start_refused": "start",
+    "wait_poll": "poll",
+    "timed_out": "poll",
+    "job_failed": "import",
+    "collect": "collect",
+}
+
+
+class SummaryImpossibleError(Exception):
+    """The execution input does not say which bucket and key the summary belongs to."""
+
+
+@dataclass(frozen=True)
+class ErrorsFile:
+    bucket: str
+    key: str
+    rows: int
+    bytes: int
+
+    def wire(self) -> dict[str, Any]:
+        return {"bucket": self.bucket, "key": self.key, "rows": self.rows, "bytes": self.bytes}
+
+
+@dataclass(frozen=True)
+class Report:
+    """What a final task wrote, for its result and its metrics."""
+
+    outcome: str
+    summary_key: str
+    summary: dict[str, Any]
+    errors_file: ErrorsFile | None = None
+
+    def wire(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {"outcome": self.outcome, "summaryKey": self.summary_key}
+        if self.errors_file:
+            doc["errorsKey"] = self.errors_file.key
+        return doc
+
+
+# Errors file ---------------------------------------------------------------------------------------
+
+
+def stream_to_s3(
+    chunks: Iterable[bytes], s3: S3Client, bucket: str, key: str, *, part_bytes: int = PART_BYTES
+) -> ErrorsFile:
+    """Copy ``chunks`` into ``s3://bucket/key`` as a multipart upload; never holds more than a part.
+
+    A failure aborts the upload, so no half-written object (or stray parts) is left behind.
+    """
+    upload_id = s3.create_multipart_upload(Bucket=bucket, Key=key, ContentType="application/x-ndjson")["UploadId"]
+    parts: list[CompletedPartTypeDef] = []
+    buffer = bytearray()
+    rows = total = 0
+    last = b"\n"
+
+    def send(body: bytes) -> None:
+        number = len(parts) + 1
+        etag = s3.upload_part(Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=body)["ETag"]
+        parts.append({"ETag": etag, "PartNumber": number})
+
+    try:
+        for chunk in chunks:
+            if not chunk:
+                continue
+            buffer += chunk
+            rows += chunk.count(b"\n")
+            total += len(chunk)
+            last = chunk[-1:]
+            while len(buffer) >= part_bytes:
+                send(bytes(buffer[:part_bytes]))
+                del buffer[:part_bytes]
+        if buffer or not parts:
+            send(bytes(buffer))
+        s3.complete_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts})
+    except BaseException:
+        s3.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+        raise
+    if last != b"\n":
+        rows += 1  # a last line without its newline
+    return ErrorsFile(bucket, key, rows, total)
+
+
+def copy_errors_file(
+    client: ExperitureClient, s3: S3Client, job_id: str, bucket: str, key: str, *, part_bytes: int = PART_BYTES
+) -> tuple[ErrorsFile | None, list[str]]:
+    """The job's rejected rows into ``s3://bucket/key`` (None when it has none) and correlation ids."""
+    correlation_ids: list[str] = []
+    for attempt in range(1, ERROR_FILE_ATTEMPTS + 1):
+        location = client.get_import_errors(job_id)
+        if location.correlation_id:
+            correlation_ids.append(location.correlation_id)
+        if not location.has_errors or not location.error_file_url:
+            return None, correlation_ids
+        try:
+            copied = stream_to_s3(
+                client.iter_error_file(location.error_file_url), s3, bucket, key, part_bytes=part_bytes
+            )
+        except ErrorFileExpiredError:
+            if attempt == ERROR_FILE_ATTEMPTS:
+                raise
+            logger.warning("the errors file URL expired; fetching a fresh location", extra={"job_id": job_id})
+            continue
+        return copied, correlation_ids
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+# Summaries -----------------------------------------------------------------------------------------
+
+
+def describe_error(caught: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """A caught error (``{"Error", "Cause"}``) as the summary shows it: type, message, status, code.
+
+    A Lambda's Cause is its JSON error (type, message, stack trace); only type and message are kept.
+    """
+    if not caught:
+        return None
+    kind = str(caught.get("Error") or "Error")
+    cause = caught.get("Cause")
+    message = str(cause or kind)
+    if isinstance(cause, str) and cause.startswith("{"):
+        try:
+            parsed = json.loads(cause)
+        except ValueError:
+            parsed = None
+        if isinstance(parsed, dict):
+            kind = str(parsed.get("errorType") or kind)
+            message = str(parsed.get("errorMessage") or kind)
+    doc: dict[str, Any] = {"type": kind, "message": message[:2000]}
+    api = _API_ERROR.match(message)
+    if api:
+        doc["status"] = int(api["status"])
+        if api["code"]:
+            doc["code"] = api["code"]
+    correlation = _CORRELATION.search(message)
+    if correlation:
+        doc["correlationId"] = correlation["id"]
+    return doc
+
+
+def _iso(value: Any) -> str | None:
+    return value.isoformat() if isinstance(value, datetime) else (str(value) if value else None)
+
+
+def _seconds(start: Any, end: Any) -> float | None:
+    try:
+        a = start if isinstance(start, datetime) else datetime.fromisoformat(str(start))
+        b = end if isinstance(end, datetime) else datetime.fromisoformat(str(end))
+    except (TypeError, ValueError):
+        return None
+    return round((b - a).total_seconds(), 3)
+
+
+def build_summary(
+    state: ImportState,
+    outcome: str,
+    finished_at: datetime,
+    *,
+    message: str,
+    errors_file: ErrorsFile | None = None,
+    error: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """``results/<key>.json``: what happened, in words and numbers a user (or a script) can act on."""
+    run, progress, job = state.run, state.progress, state.job or {}
+    mapping = state.mapping.wire() if state.mapping else None
+    intake = run.intake
+    began = intake.received_at or progress.started_at
+    summary: dict[str, Any] = {
+        "outcome": outcome,
+        "message": message,
+        "jobId": run.job_id,
+        "objectName": run.object_name,
+        "source": run.source.wire(),
+        "metrics": {name: job.get(name) for name in _METRICS} if job else None,
+        "errorSummary": job.get("errorSummary"),
+        "errorsFile": errors_file.wire() if errors_file else None,
+        "mapping": mapping,
+        "unmappedColumns": (mapping or {}).get("unmappedColumns", []),
+        "unmappedRequiredFields": (mapping or {}).get("unmappedRequiredFields", []),
+        "timings": {
+            "receivedAt": _iso(intake.received_at),
+            "uploadedAt": _iso(intake.uploaded_at),
+            "uploadSeconds": intake.upload_seconds,
+            "executionStartedAt": _iso(progress.started_at),
+            "jobStartedAt": job.get("startedAt") or _iso(progress.job_started_at),
+            "jobCompletedAt": job.get("completedAt"),
+            "finishedAt": _iso(finished_at),
+            "importSeconds": _seconds(job.get("startedAt") or progress.job_started_at, job.get("completedAt") or finished_at)
+            if (job.get("startedAt") or progress.job_started_at)
+            else None,
+            "totalSeconds": _seconds(began, finished_at),
+        },
+        "correlationIds": list(dict.fromkeys([*intake.correlation_ids, *progress.correlation_ids])),
+        "execution": {"name": progress.execution_name, "executions": progress.executions},
+    }
+    if job.get("errorMessage"):
+        summary["errorMessage"] = job["errorMessage"]
+    if error:
+        summary["error"] = error
+    return summary
+
+
+def _finish(state: ImportState, deps: TaskDeps, summary: dict[str, Any]) -> str:
+    source = state.run.source
+    key = write_summary(deps.s3, source.bucket, source.key, summary)
+    try:
+        tag_source(deps.s3, source.bucket, source.key, source.version_id, summary_tags(summary))
+    except (ClientError, BotoCoreError) as exc:  # the summary is what matters; a tag is a convenience
+        logger.warning("could not tag the source object: %s", exc, extra={"key": source.key})
+    return key
+
+
+def collect(state: ImportState, deps: TaskDeps, *, part_bytes: int = PART_BYTES) -> Report:
+    """The job completed: copy its rejected rows (if any), write the summary, tag the source."""
+    run, job = state.run, state.job or {}
+    errors_file = None
+    if (job.get("invalidRows") or 0) > 0 or (job.get("rowsRejected") or 0) > 0:
+        errors_file, cids = copy_errors_file(
+            deps.client, deps.s3, run.job_id, run.source.bucket, errors_key(run.source.key), part_bytes=part_bytes
+        )
+        for cid in cids:
+            state.progress.remember(cid)
+    rejected = job.get("rowsRejected") if job.get("rowsRejected") is not None else job.get("invalidRows") or 0
+    imported = job.get("rowsImported") if job.get("rowsImported") is not None else job.get("validRows") or 0
+    outcome = "completed_with_errors" if rejected else "completed"
+    message = f"Imported {imported} of {job.get('readRows') or 0} rows into {run.object_name}"
+    message += f"; {rejected} rows were rejected (see {errors_file.key})." if errors_file else (
+        f"; {rejected} rows were rejected." if rejected else "."
+    )
+    summary = build_summary(state, outcome, deps.now(), message=message, errors_file=errors_file)
+    return Report(outcome, _finish(state, deps, summary), summary, errors_file)
+
+
+def report_failure(document: Mapping[str, Any], deps: TaskDeps) -> Report:
+    """Write the failure summary for whatever ended the run; the document may be a raw input."""
+    state = _state_from(document, deps)
+    run, progress = state.run, state.progress
+    error = describe_error(document.get("error") if isinstance(document.get("error"), Mapping) else None)
+    stage = _FAILURE_STAGE.get(progress.next, "prepare") if "progress" in document else "prepare"
+    outcome = "failed"
+    if progress.next == "timed_out" and not error:
+        outcome = "timed_out"
+        message = (
+            f"Job {run.job_id} did not finish within {run.poll.deadline_seconds:.0f} s (last state "
+            f"{(state.job or {}).get('state')!r}). It may still finish in the CDP; ask support with the job id."
+        )
+    elif progress.next == "job_failed" and not error:
+        message = f"The CDP could not import the file: {(state.job or {}).get('errorMessage') or 'no reason given'}."
+    elif error and progress.next == "start_refused":
+        message = f"The job was never started: {error['message']}"
+    elif error:
+        message = f"The import stopped at the {stage} step: {error['message']}"
+    else:
+        message = f"The import stopped at the {stage} step for an unknown reason."
+    if error:
+        error["stage"] = stage
+    summary = build_summary(state, outcome, deps.now(), message=message, error=error)
+    return Report(outcome, _finish(state, deps, summary), summary)
+
+
+def _state_from(document: Mapping[str, Any], deps: TaskDeps) -> ImportState:
+    """The state document, or one rebuilt from a raw input that failed before it was prepared."""
+    try:
+        return ImportState.model_validate(document)
+    except ValueError:
+        pass
+    raw = document.get("run") if isinstance(document.get("run"), Mapping) else document
+    source = raw.get("source") if isinstance(raw, Mapping) else None
+    if not isinstance(source, Mapping) or not source.get("bucket") or not source.get("key"):
+        raise SummaryImpossibleError("the execution input names no source bucket and key; no summary can be written")
+    now = deps.now()
+    lenient = {
+        "jobId": str(raw.get("jobId") or "unknown"),
+        "objectName": str(raw.get("objectName") or "unknown"),
+        "source": {
+            "bucket": source["bucket"],
+            "key": source["key"],
+            "versionId": source.get("versionId"),
+            "size": source.get("size") if isinstance(source.get("size"), int) and source["size"] > 0 else 1,
+            "format": source.get("format") if source.get("format") in ("csv", "jsonl", "parquet") else "csv",
+        },
+    }
+    return ImportState.model_validate(
+        {
+            "run": lenient,
+            "progress": {"startedAt": now, "executionName": "unknown", "rootName": "unknown", "next": "mapping"},
+        }
+    )
+
+
+def summary_location(bucket: str, source_key: str) -> str:
+    """``s3://`` address of a source file's summary, for messages."""
+    return f"s3://{bucket}/{result_key(source_key)}"
