@@ -74,7 +74,9 @@ class Env:
         return json.loads(body)  # type: ignore[no-any-return]
 
     def tags(self, key: str) -> dict[str, str]:
-        return {t["Key"]: t["Value"] for t in self.s3.get_object_tagging(Bucket=self.bucket, Key=key)["TagSet"]}
+        return {
+            t["Key"]: t["Value"] for t in self.s3.get_object_tagging(Bucket=self.bucket, Key=key)["TagSet"]
+        }
 
     def executions(self) -> list[dict[str, Any]]:
         return self.sfn.list_executions(stateMachineArn=self.state_machine_arn)["executions"]  # type: ignore[no-any-return]

@@ -67,7 +67,9 @@ def test_a_file_over_the_single_put_limit_is_refused(env, invoke, monkeypatch):
         ([1, 2], "must be a JSON object"),
     ],
 )
-def test_a_malformed_config_document_is_a_refusal_with_the_validation_message(env, invoke, document, expected):
+def test_a_malformed_config_document_is_a_refusal_with_the_validation_message(
+    env, invoke, document, expected
+):
     # Given a malformed config/contacts.json
     env.put_config("contacts", document)
     key = "incoming/contacts/a.csv"

@@ -1,0 +1,79 @@
+"""Failures a user relies on being handled: replayed expired slots, bad credentials, secret URLs."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import pytest
+
+import functions.intake.app as app
+from experiture_ingest.client import client_from_env
+from experiture_ingest.files.intake import idempotency_key
+
+CSV = b"email_address,FirstName\na@example.com,Ann\n"
+
+
+@pytest.mark.slow
+def test_a_replayed_init_whose_slot_expired_moves_on_to_a_fresh_job_without_uploading(env, invoke):
+    # Given a first delivery that created the job (generation 1) but never uploaded, and its slot expired
+    env.sandbox.admin.configure(uploadUrlTtlSeconds=1)
+    key = "incoming/contacts/retried.csv"
+    event = env.drop(key, CSV)
+    version = event["Records"][0]["s3"]["object"]["versionId"]
+    with env.sandbox.api() as api:
+        first = api.post(
+            "/import-jobs",
+            json={"objectName": "contacts", "fileName": "retried.csv", "fileSize": len(CSV)},
+            headers={"Idempotency-Key": idempotency_key(env.bucket, key, version, None)},
+        ).json()["data"]["jobId"]
+    time.sleep(2.1)
+    env.sandbox.admin.configure(uploadUrlTtlSeconds=3600)
+    # When the event is delivered again (Lambda's retry)
+    invoke(event)
+    # Then the replayed job is abandoned without an upload attempt and a fresh job holds the bytes
+    summary = env.summary(key)
+    assert summary["abandonedJobIds"] == [first] and summary["jobId"] != first
+    assert env.sandbox.admin.upload_bytes(summary["jobId"]) == CSV
+    assert [r["path"].split("?")[0] for r in env.sandbox.admin.requests(method="PUT")] == [
+        f"/uploads/{summary['jobId']}"
+    ]
+
+
+def test_bad_credentials_fail_the_invocation_so_lambda_retries_and_dead_letters(env, invoke, monkeypatch):
+    # Given a token the API does not accept
+    monkeypatch.setenv("EXPERITURE_API_TOKEN", "wrong-token")
+    app.intake.cache_clear()
+    client_from_env.cache_clear()
+    key = "incoming/contacts/a.csv"
+    # When a file is dropped, then the handler raises (Lambda retries, then the on-failure queue)
+    with pytest.raises(app.IntakeFailedError, match="incoming/contacts/a.csv"):
+        invoke(env.drop(key, CSV))
+    # And the user sees why in the summary, and no job exists
+    summary = env.summary(key)
+    assert summary["outcome"] == "failed" and summary["willRetry"] is True
+    assert summary["reason"]["status"] == 401
+    assert env.sandbox.admin.import_jobs() == []
+
+
+def test_a_missing_setting_fails_with_one_line_naming_the_variable(env, invoke, monkeypatch):
+    # Given a deployment without the state machine ARN
+    monkeypatch.delenv("IMPORT_STATE_MACHINE_ARN")
+    app.intake.cache_clear()
+    # When invoked, then the error names the variable
+    with pytest.raises(Exception, match="IMPORT_STATE_MACHINE_ARN: missing"):
+        invoke(env.drop("incoming/contacts/a.csv", CSV))
+
+
+def test_upload_urls_never_reach_the_logs(env, invoke, caplog):
+    # Given an upload that fails once (so retries are logged)
+    env.sandbox.admin.add_faults(
+        {"rules": [{"method": "PUT", "path": "/uploads/*", "status": 503, "times": 1}]}
+    )
+    caplog.set_level(logging.DEBUG)
+    # When a file is handled
+    invoke(env.drop("incoming/contacts/logged.csv", CSV))
+    # Then no log line carries a pre-signed query string
+    assert env.summary("incoming/contacts/logged.csv")["uploadAttempts"] == 2
+    text = "\n".join(record.getMessage() for record in caplog.records)
+    assert "signature=" not in text and "expires=" not in text
