@@ -1,6 +1,6 @@
 """Task functions of the import state machine: one module, one handler per task.
 
-Five functions in template.yaml share this code (CodeUri functions/import_job, Handler
+Seven functions in template.yaml share this code (CodeUri functions/import_job, Handler
 ``app.<task>_handler``): each task is a small step of the same state document, so they share its
 parsing and shaping, while each function keeps its own timeout, memory and least-privilege role.
 
@@ -57,8 +57,15 @@ def prepare_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, 
 
 @logger.inject_lambda_context(clear_state=True)
 @tracer.capture_lambda_handler
+def plan_mapping_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    """Decide the mapping: given, a saved template, or inferred from the file's header."""
+    return tasks.plan(_state(event), deps()).wire()
+
+
+@logger.inject_lambda_context(clear_state=True)
+@tracer.capture_lambda_handler
 def mapping_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    """Plan (given, template or inferred) and set the job's field mapping."""
+    """Send the planned mapping to the job."""
     return tasks.set_mapping(_state(event), deps()).wire()
 
 

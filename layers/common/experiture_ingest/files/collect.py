@@ -19,14 +19,15 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from experiture_ingest.client import ErrorFileExpiredError, ExperitureClient
+from experiture_ingest.client import ErrorFileExpiredError, ExperitureClient, ExperitureError
 from experiture_ingest.files.import_tasks import ImportState, TaskDeps
 from experiture_ingest.files.layout import errors_key, result_key
 from experiture_ingest.files.results import summary_tags, tag_source, write_summary
@@ -137,10 +138,25 @@ def stream_to_s3(
     return ErrorsFile(bucket, key, rows, total)
 
 
+def _transient_download(exc: ExperitureError) -> bool:
+    # The storage behind errorFileUrl may throttle (429) or fail (5xx) like any object store.
+    return exc.retryable or exc.status in (408, 429)
+
+
 def copy_errors_file(
-    client: ExperitureClient, s3: S3Client, job_id: str, bucket: str, key: str, *, part_bytes: int = PART_BYTES
+    client: ExperitureClient,
+    s3: S3Client,
+    job_id: str,
+    bucket: str,
+    key: str,
+    *,
+    part_bytes: int = PART_BYTES,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> tuple[ErrorsFile | None, list[str]]:
-    """The job's rejected rows into ``s3://bucket/key`` (None when it has none) and correlation ids."""
+    """The job's rejected rows into ``s3://bucket/key`` (None when it has none) and correlation ids.
+
+    An expired URL (403) or a throttled/failed download starts over from a fresh location.
+    """
     correlation_ids: list[str] = []
     for attempt in range(1, ERROR_FILE_ATTEMPTS + 1):
         location = client.get_import_errors(job_id)
@@ -156,6 +172,12 @@ def copy_errors_file(
             if attempt == ERROR_FILE_ATTEMPTS:
                 raise
             logger.warning("the errors file URL expired; fetching a fresh location", extra={"job_id": job_id})
+            continue
+        except ExperitureError as exc:
+            if attempt == ERROR_FILE_ATTEMPTS or not _transient_download(exc):
+                raise
+            logger.warning("errors file download failed (%s); starting over", exc, extra={"job_id": job_id})
+            sleep(min(2.0**attempt, 10.0))
             continue
         return copied, correlation_ids
     raise AssertionError("unreachable")  # pragma: no cover

@@ -171,13 +171,24 @@ def prepare(event: dict[str, Any], execution_name: str, execution_start: str | N
     return ImportState(run=run, progress=progress)
 
 
-def set_mapping(state: ImportState, deps: TaskDeps) -> ImportState:
-    """Plan the mapping (given, template or inferred) and send it; a 422 raises SchemaMismatchError."""
+def plan(state: ImportState, deps: TaskDeps) -> ImportState:
+    """Decide the mapping (given, template or inferred from the header and the object's schema).
+
+    A task of its own, so the plan is in the state document (and the summary) even when the API
+    then refuses it.
+    """
     run = state.run
-    plan, schema_cid = plan_mapping(deps.s3, deps.client, run.object_name, run.source, run.options)
-    state.mapping = plan  # recorded before the call, so a refusal's summary shows what was sent
+    state.mapping, schema_cid = plan_mapping(deps.s3, deps.client, run.object_name, run.source, run.options)
     state.progress.remember(schema_cid)
-    answer = deps.client.set_mapping(run.job_id, plan.request(), idempotency_key=f"{run.job_id}-mapping")
+    return state
+
+
+def set_mapping(state: ImportState, deps: TaskDeps) -> ImportState:
+    """Send the planned mapping; a 422 (unknown field, unmapped key) raises SchemaMismatchError."""
+    run = state.run
+    if state.mapping is None:
+        raise ValueError("no mapping was planned; the PlanMapping state must run first")
+    answer = deps.client.set_mapping(run.job_id, state.mapping.request(), idempotency_key=f"{run.job_id}-mapping")
     state.progress.remember(answer.correlation_id)
     state.progress.next = "start"
     state.progress.phase_started_at = deps.now()

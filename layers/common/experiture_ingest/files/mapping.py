@@ -46,6 +46,15 @@ def normalise_name(name: str) -> str:
     return _SEPARATORS.sub("_", spaced).strip("_").lower()
 
 
+def match_key(name: str) -> str:
+    """What two names must share to match: letters and digits, case-folded (``EMail`` = ``e_mail``).
+
+    >>> {match_key(n) for n in ("FirstName", "first-name", "first_name", "FIRST NAME")}
+    {'firstname'}
+    """
+    return _SEPARATORS.sub("", name).lower()
+
+
 class MappingPlan(BaseModel):
     """The mapping sent to the API and what the summary reports about it."""
 
@@ -82,14 +91,14 @@ class MappingError(ValueError):
 
 
 def infer_mapping(columns: list[SourceColumn], schema: ObjectSchema) -> MappingPlan:
-    """Map columns to same-named fields (after :func:`normalise_name`); the first of duplicates wins."""
-    fields = {normalise_name(f.name): f for f in schema.fields}
+    """Map columns to same-named fields (compared by :func:`match_key`); the first of duplicates wins."""
+    fields = {match_key(f.name): f for f in schema.fields}
     field_map: dict[str, str] = {}
     source_fields: dict[str, str] = {}
     unmapped: list[str] = []
     taken: set[str] = set()
     for column in columns:
-        target = fields.get(normalise_name(column.name))
+        target = fields.get(match_key(column.name))
         if target is None or target.name in taken or column.name in field_map:
             unmapped.append(column.name)
             continue
