@@ -1,0 +1,104 @@
+"""The import state machine's definition and its wiring in template.yaml."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from cli.local_aws import ROOT, definition_placeholders, load_template, resolve_machine
+
+DEFINITION = ROOT / "statemachine" / "import_job.asl.json"
+
+
+@pytest.fixture(scope="module")
+def template() -> dict:
+    return load_template()
+
+
+@pytest.fixture(scope="module")
+def states() -> dict:
+    return json.loads(DEFINITION.read_text())["States"]
+
+
+def test_every_placeholder_has_a_substitution_and_every_substitution_is_used(template):
+    # Given the definition's ${...} placeholders and the template's DefinitionSubstitutions
+    used = definition_placeholders(DEFINITION.read_text())
+    given = set(template["Resources"]["ImportStateMachine"]["Properties"]["DefinitionSubstitutions"])
+    # Then they are the same set
+    assert used, "the definition should take its ARNs from substitutions"
+    assert used == given, f"missing: {sorted(used - given)}, unused: {sorted(given - used)}"
+
+
+def test_every_substituted_function_exists_with_a_handler_the_runner_can_import(template):
+    # When the runner resolves the substitutions, then every route is a real handler of a real function
+    machine = resolve_machine(template)
+    assert len(machine.routes) == len(definition_placeholders(DEFINITION.read_text()))
+    assert "${" not in machine.definition
+
+
+def test_the_machine_is_standard_traced_logged_and_alarmed(template):
+    resources = template["Resources"]
+    props = resources["ImportStateMachine"]["Properties"]
+    assert props["Type"] == "STANDARD"
+    assert props["DefinitionUri"] == "statemachine/import_job.asl.json"
+    assert props["Tracing"] == {"Enabled": True}
+    assert props["Logging"]["Destinations"][0]["CloudWatchLogsLogGroup"]["LogGroupArn"]
+    alarms = {
+        r["Properties"]["MetricName"]
+        for r in resources.values()
+        if r["Type"] == "AWS::CloudWatch::Alarm"
+        and r["Properties"].get("Dimensions", [{}])[0].get("Value") == {"Ref": "ImportStateMachine"}
+    }
+    assert {"ExecutionsFailed", "ExecutionsTimedOut"} <= alarms
+
+
+def test_the_role_invokes_only_its_own_functions_and_starts_only_itself(template):
+    props = template["Resources"]["ImportStateMachine"]["Properties"]
+    invoked = {p["LambdaInvokePolicy"]["FunctionName"]["Ref"] for p in props["Policies"] if "LambdaInvokePolicy" in p}
+    substituted = {v["Fn::GetAtt"][0] for v in props["DefinitionSubstitutions"].values()}
+    assert invoked == substituted
+    statements = [s for p in props["Policies"] if "Statement" in p for s in p["Statement"]]
+    start = [s for s in statements if s["Action"] == "states:StartExecution"]
+    assert len(start) == 1
+    assert start[0]["Resource"] == {
+        "Fn::Sub": "arn:${AWS::Partition}:states:${AWS::Region}:${AWS::AccountId}:stateMachine:${AWS::StackName}-import-job"
+    }
+    assert props["Name"] == {"Fn::Sub": "${AWS::StackName}-import-job"}
+
+
+def test_every_task_retries_transient_errors_with_capped_jitter_and_catches_to_a_summary(states):
+    tasks = {name: s for name, s in states.items() if s["Type"] == "Task"}
+    assert len(tasks) >= 7
+    for name, state in tasks.items():
+        assert state.get("Retry"), f"{name} has no Retry"
+        for retry in state["Retry"]:
+            assert retry["JitterStrategy"] == "FULL", name
+            assert retry["MaxDelaySeconds"] > 0, name
+        catch = state["Catch"]
+        assert catch[0]["ErrorEquals"] == ["States.ALL"], name
+        target = "SummaryNotWritten" if name == "ReportFailure" else "ReportFailure"
+        assert catch[0]["Next"] == target, name
+    transient = {e for s in tasks.values() for r in s["Retry"] for e in r["ErrorEquals"]}
+    assert {"RateLimitedError", "ServerError", "TransportError", "WriteConflictError"} <= transient
+    assert not transient & {"SchemaMismatchError", "ValidationError", "ConcurrencyLimitError"}
+
+
+def test_waits_are_driven_by_seconds_path(states):
+    waits = [s for s in states.values() if s["Type"] == "Wait"]
+    assert waits and all(s["SecondsPath"] == "$.progress.waitSeconds" for s in waits)
+
+
+def test_no_path_ends_without_a_summary(states):
+    # Every way in to an end state comes from a task that writes a summary (or continues the run)
+    ends = {n for n, s in states.items() if s["Type"] in ("Succeed", "Fail") or s.get("End")}
+    sources: dict[str, set[str]] = {}
+    for name, state in states.items():
+        targets = [state.get("Next"), state.get("Default")]
+        targets += [c["Next"] for c in state.get("Choices", [])] + [c["Next"] for c in state.get("Catch", [])]
+        for target in filter(None, targets):
+            sources.setdefault(target, set()).add(name)
+    allowed = {"Collect", "ReportFailure", "ContinueAsNew"}
+    for end in ends:
+        assert sources.get(end, set()) <= allowed, f"{end} is reached from {sources.get(end)}"
+    assert states["ImportFailed"]["CausePath"] == "$.report.cause"
