@@ -39,11 +39,12 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 from unittest import mock
+from urllib.parse import quote_plus
 
 import boto3
 import yaml
@@ -239,6 +240,28 @@ def _reset_warm_caches(modules: list[ModuleType]) -> None:
 # The runner ------------------------------------------------------------------------------------
 
 
+def s3_event(bucket: str, key: str, size: int, etag: str, version_id: str | None) -> dict[str, Any]:
+    """The ``ObjectCreated:Put`` notification S3 sends for one object (key URL-encoded as S3 does)."""
+    obj: dict[str, Any] = {"key": quote_plus(key, safe="/"), "size": size, "eTag": etag, "sequencer": "01"}
+    if version_id:
+        obj["versionId"] = version_id
+    record = {
+        "eventVersion": "2.1",
+        "eventSource": "aws:s3",
+        "awsRegion": REGION,
+        "eventTime": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+        "eventName": "ObjectCreated:Put",
+        "responseElements": {"x-amz-request-id": uuid.uuid4().hex[:16].upper()},
+        "s3": {
+            "s3SchemaVersion": "1.0",
+            "configurationId": "IncomingFile",
+            "bucket": {"name": bucket, "arn": f"arn:aws:s3:::{bucket}"},
+            "object": obj,
+        },
+    }
+    return {"Records": [record]}
+
+
 @dataclass(frozen=True)
 class Execution:
     arn: str
@@ -289,13 +312,30 @@ class LocalAws:
             type="STANDARD",
         )["stateMachineArn"]
         os.environ["IMPORT_STATE_MACHINE_ARN"] = self.state_machine_arn
-        modules = {sys.modules[handler.__module__] for _, handler in machine.routes.values()}
+        self.template = load_template(self.root / "template.yaml")
+        self.functions = {
+            name: _handler_for(self.template, name)
+            for name, resource in self.template["Resources"].items()
+            if resource.get("Type") == "AWS::Serverless::Function"
+            and str(resource["Properties"].get("CodeUri", "")).startswith("functions/")
+        }
+        modules = {sys.modules[handler.__module__] for handler in self.functions.values()}
         _reset_warm_caches(list(modules))
         self._stack.callback(_reset_warm_caches, list(modules))
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stack.close()
+
+    def invoke(self, logical_id: str, event: Mapping[str, Any]) -> Any:
+        """Run a function of template.yaml in-process, as Lambda would (its handler, a context)."""
+        handler = self.functions[logical_id]
+        return handler(dict(event), LambdaContext(logical_id, function_arn(logical_id)))
+
+    def drop(self, bucket: str, key: str, body: bytes, intake: str = "IntakeFunction") -> Any:
+        """Put ``body`` at ``s3://bucket/key`` and hand the ObjectCreated event to the intake function."""
+        put = self.s3.put_object(Bucket=bucket, Key=key, Body=body)
+        return self.invoke(intake, s3_event(bucket, key, len(body), put["ETag"].strip('"'), put.get("VersionId")))
 
     def start(self, run: Mapping[str, Any], name: str | None = None) -> str:
         """Start an execution with ``run`` (an ImportRun document) as its input; its ARN."""

@@ -288,3 +288,37 @@ def test_an_expired_errors_file_url_is_fetched_again(imports: Imports):
     assert [line["rowNumber"] for line in done.errors_lines or []] == [1]
     locations = [r for r in imports.sandbox.admin.requests(method="GET") if r["path"].endswith("/errors")]
     assert len(locations) == 2
+
+
+def test_an_s3_drop_goes_through_the_intake_to_a_final_summary(sandbox):
+    # Given the whole file path: moto S3, the intake function, the real state machine, the sandbox
+    from cli.local_aws import LocalAws
+
+    env = {
+        "EXPERITURE_API_URL": sandbox.base_url,
+        "EXPERITURE_API_TOKEN": sandbox.token,
+        "IMPORT_POLL_INITIAL_SECONDS": "1",
+        "IMPORT_POLL_MAX_SECONDS": "1",
+    }
+    rows = clean_rows(4)
+    rows[0][0] = "broken"
+    body = csv_bytes(["Email", "FirstName", "Last Name", "age"], rows)
+    with LocalAws(env=env) as aws:
+        aws.s3.create_bucket(Bucket="drop-e2e")
+        aws.s3.put_bucket_versioning(Bucket="drop-e2e", VersioningConfiguration={"Status": "Enabled"})
+
+        # When a file is dropped under incoming/contacts/ (the intake runs on its S3 event)
+        aws.drop("drop-e2e", "incoming/contacts/2026/drop.csv", body)
+        [execution] = aws.executions()
+        done = aws.wait(execution["executionArn"], 60)
+
+        # Then the run ends with a summary and an errors file next to the file, and the rows are stored
+        summary = json.loads(
+            aws.s3.get_object(Bucket="drop-e2e", Key="results/incoming/contacts/2026/drop.csv.json")["Body"].read()
+        )
+        errors = aws.s3.get_object(Bucket="drop-e2e", Key="results/incoming/contacts/2026/drop.csv.errors.jsonl")
+        assert done.status == "SUCCEEDED"
+        assert summary["outcome"] == "completed_with_errors"
+        assert summary["metrics"]["rowsImported"] == len(sandbox.admin.records("contacts")) == 3
+        assert [json.loads(line)["rowNumber"] for line in errors["Body"].read().splitlines()] == [1]
+        assert summary["timings"]["uploadedAt"], "the intake's part of the story is in the summary"
