@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.files.conftest import Env
+from tests.integration.files.conftest import Env, s3_event
 
 CSV = b"email_address,FirstName,age\na@example.com,Ann,31\nb@example.com,Bob,42\n"
 JSONL = b'{"email_address": "a@example.com", "FirstName": "Ann"}\n{"email_address": "b@example.com"}\n'
@@ -201,3 +201,23 @@ def test_summary_json_is_readable(env, invoke):
         summary
     )
     assert json.loads(json.dumps(summary)) == summary
+
+
+def test_an_unversioned_bucket_is_imported_by_etag(env, invoke):
+    # Given a bucket without versioning (events carry no versionId)
+    env.s3.create_bucket(Bucket="plain-bucket")
+    put = env.s3.put_object(Bucket="plain-bucket", Key="incoming/contacts/plain.csv", Body=CSV)
+    event = s3_event("plain-bucket", "incoming/contacts/plain.csv", len(CSV), put["ETag"].strip('"'), None)
+    # When the event is delivered twice
+    invoke(event)
+    second = invoke(event)
+    # Then one job holds the bytes and the duplicate is recognised by the ETag identity
+    jobs = [j for j in _import_jobs(env) if j["fileName"] == "plain.csv"]
+    assert len(jobs) == 1 and env.sandbox.admin.upload_bytes(jobs[0]["jobId"]) == CSV
+    assert second["files"][0]["outcome"] == "duplicate"
+    summary = json.loads(
+        env.s3.get_object(Bucket="plain-bucket", Key="results/incoming/contacts/plain.csv.json")[
+            "Body"
+        ].read()
+    )
+    assert summary["versionId"] is None and summary["etag"] == put["ETag"].strip('"')
