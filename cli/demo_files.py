@@ -1,83 +1,113 @@
-"""The file intake, locally: drop files in an in-process (moto) bucket and watch them become import
-jobs in the sandbox. ``run(sandbox_handle, workdir)`` is called by ``experiture-ingest demo``."""
+"""The file path of ``make demo``: drop files in (local) S3 and watch them land in the CDP.
+
+Local S3 and Step Functions are moto; the intake function and the REAL import state machine run
+in-process (see :mod:`cli.local_aws`); the CDP is the sandbox. Two bundled samples are dropped under
+``incoming/contacts/``: a CSV with a few bad rows and a JSONL file, neither with a configured
+mapping, so the mapping is inferred from their headers. The summaries and the errors file are
+printed and copied into ``workdir/results/``.
+"""
 
 from __future__ import annotations
 
-import gzip
 import json
-import os
+import time
 from pathlib import Path
 from typing import Any
-from unittest import mock
 
-import boto3
-from moto import mock_aws
-
+from cli.local_aws import LocalAws
 from sandbox.testing import SandboxHandle
 
-SAMPLE_CSV = Path(__file__).parent / "samples" / "contacts.csv"
-BUCKET = "demo-ingest"
-PASS_MACHINE = json.dumps({"StartAt": "Hold", "States": {"Hold": {"Type": "Pass", "End": True}}})
+SAMPLES = Path(__file__).parent / "samples"
+DROPS = (
+    ("incoming/contacts/2026/spring.csv", SAMPLES / "contacts-spring.csv"),
+    ("incoming/contacts/2026/app-signups.jsonl", SAMPLES / "contacts-app.jsonl"),
+)
+BUCKET = "experiture-ingest-demo"
+
+
+def _say(text: str) -> None:
+    print(text, flush=True)
 
 
 def run(sandbox_handle: SandboxHandle, workdir: Path) -> None:
-    """Drop three files (a CSV with a unicode name, a gzip with metadata overrides, a .txt) and report."""
-    del workdir  # nothing touches disk: the bucket lives in memory, uploads stream to the sandbox
+    """Drop the samples, follow each execution to its end, show what the user finds in the bucket."""
     env = {
-        "AWS_ACCESS_KEY_ID": "demo",
-        "AWS_SECRET_ACCESS_KEY": "demo",
-        "AWS_DEFAULT_REGION": "us-east-1",
         "EXPERITURE_API_URL": sandbox_handle.base_url,
         "EXPERITURE_API_TOKEN": sandbox_handle.token,
+        "IMPORT_POLL_INITIAL_SECONDS": "1",  # the docs' 5 s -> 60 s cadence, shortened for a demo
+        "IMPORT_POLL_MAX_SECONDS": "2",
+        "POWERTOOLS_LOG_LEVEL": "ERROR",
+        "POWERTOOLS_METRICS_DISABLED": "true",
     }
-    with mock.patch.dict(os.environ, env), mock_aws():
-        from experiture_ingest.client import BearerToken, ExperitureClient
-        from experiture_ingest.files.intake import DroppedFile, Intake, IntakeSettings
-
-        s3 = boto3.client("s3")
-        sfn = boto3.client("stepfunctions")
-        s3.create_bucket(Bucket=BUCKET)
-        s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
-        arn = sfn.create_state_machine(
-            name="ImportStateMachine", definition=PASS_MACHINE, roleArn="arn:aws:iam::123456789012:role/demo"
-        )["stateMachineArn"]
-        s3.put_object(
-            Bucket=BUCKET,
-            Key="config/contacts.json",
-            Body=json.dumps({"createList": True, "listName": "Demo import"}).encode(),
-        )
-        data = SAMPLE_CSV.read_bytes()
-        drops: list[tuple[str, bytes, dict[str, str]]] = [
-            ("incoming/contacts/2026/spring sale über.csv", data, {}),
-            (
-                "incoming/contacts/archive.csv.gz",
-                gzip.compress(data),
-                {"experiture-list-name": "From metadata"},
-            ),
-            ("incoming/contacts/notes.txt", b"not a data file\n", {}),
-        ]
-        with ExperitureClient(sandbox_handle.base_url, BearerToken(sandbox_handle.token)) as client:
-            intake = Intake(
-                s3=s3,
-                sfn=sfn,
-                client=client,
-                settings=IntakeSettings.model_validate({"IMPORT_STATE_MACHINE_ARN": arn}),
-            )
-            print("Files: dropping into s3://demo-ingest/ (config/contacts.json creates a list)")
-            for key, body, metadata in drops:
-                put = s3.put_object(Bucket=BUCKET, Key=key, Body=body, Metadata=metadata)
-                outcome = intake.handle(DroppedFile(BUCKET, key, put.get("VersionId"), put["ETag"]))
-                _show(key, outcome.summary, sandbox_handle)
-            again = intake.handle(DroppedFile(BUCKET, drops[0][0]))
-            print(f"  same event again            -> {again.outcome} (no second job)")
+    with LocalAws(env=env) as aws:
+        aws.s3.create_bucket(Bucket=BUCKET)
+        aws.s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
+        _say(f"Files: local bucket s3://{BUCKET} (moto), state machine {aws.state_machine_arn.rsplit(':', 1)[-1]}")
+        for key, sample in DROPS:
+            answer = aws.drop(BUCKET, key, sample.read_bytes())
+            outcome = (answer.get("files") or [{}])[0]
+            _say(f"  dropped {key} -> intake: {outcome.get('outcome')} (job {outcome.get('jobId')})")
+        _follow(aws)
+        for key, _ in DROPS:
+            _show(aws, key, workdir)
 
 
-def _show(key: str, summary: dict[str, Any], sandbox_handle: SandboxHandle) -> None:
-    if summary["outcome"] != "uploaded":
-        print(f"  {key:<45} -> {summary['outcome']}: {summary['reason']['message']}")
+def _follow(aws: LocalAws, timeout: float = 120.0) -> None:
+    """Print each execution's progress (its current state) until all have ended."""
+    deadline = time.monotonic() + timeout
+    seen: dict[str, str] = {}
+    while True:
+        running = 0
+        for execution in aws.executions():
+            arn = execution["executionArn"]
+            status = aws.describe(arn).status
+            where = status
+            if status == "RUNNING":
+                running += 1
+                entered = [e for e in aws.history(arn) if e["type"].endswith("StateEntered")]
+                if entered:
+                    where = f"at {entered[-1]['stateEnteredEventDetails']['name']}"
+            if seen.get(arn) != where:
+                seen[arn] = where
+                _say(f"  execution {arn.rsplit(':', 1)[-1][:40]}: {where}")
+        if not running:
+            return
+        if time.monotonic() > deadline:
+            _say("  (still running; giving up waiting)")
+            return
+        time.sleep(0.3)
+
+
+def _show(aws: LocalAws, key: str, workdir: Path) -> None:
+    summary_key = f"results/{key}.json"
+    try:
+        body = aws.s3.get_object(Bucket=BUCKET, Key=summary_key)["Body"].read()
+    except aws.s3.exceptions.NoSuchKey:
+        _say(f"\n{key}: no summary yet")
         return
-    job = sandbox_handle.admin.job(summary["jobId"])
-    print(
-        f"  {key:<45} -> job {summary['jobId']}: {summary['bytesUploaded']} bytes in "
-        f"{summary['uploadSeconds']:.2f} s, list {job.get('listName')!r}, summary at results/{key}.json"
+    summary: dict[str, Any] = json.loads(body)
+    local = workdir / summary_key
+    local.parent.mkdir(parents=True, exist_ok=True)
+    local.write_bytes(body)
+    metrics = summary.get("metrics") or {}
+    mapping = summary.get("mapping") or {}
+    _say(f"\n{key}")
+    _say(f"  summary      s3://{BUCKET}/{summary_key}  (copy: {local})")
+    _say(f"  outcome      {summary['outcome']}: {summary['message']}")
+    _say(
+        "  rows         read {readRows}, imported {rowsImported}, rejected {rowsRejected}, "
+        "success rate {successRate}".format(**{k: metrics.get(k) for k in ("readRows", "rowsImported", "rowsRejected", "successRate")})
     )
+    _say(f"  mapping      {mapping.get('origin')}: {mapping.get('fieldMap')}")
+    if summary.get("unmappedColumns"):
+        _say(f"  not mapped   {', '.join(summary['unmappedColumns'])}")
+    if summary.get("errorSummary"):
+        _say(f"  errors       {summary['errorSummary']}")
+    errors_file = summary.get("errorsFile")
+    if errors_file:
+        lines = aws.s3.get_object(Bucket=BUCKET, Key=errors_file["key"])["Body"].read()
+        (workdir / errors_file["key"]).write_bytes(lines)
+        _say(f"  errors file  s3://{BUCKET}/{errors_file['key']} ({errors_file['rows']} rows):")
+        for line in lines.splitlines()[:5]:
+            row = json.loads(line)
+            _say(f"    row {row.get('rowNumber')}: {row.get('error')}  {json.dumps(row.get('sourceRow'))}")
