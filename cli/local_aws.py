@@ -47,7 +47,7 @@ from unittest import mock
 from urllib.parse import quote_plus
 
 import boto3
-import yaml
+import yaml  # type: ignore[import-untyped]
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = ROOT / "template.yaml"
@@ -79,7 +79,7 @@ def _cfn_tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> Any:
     elif isinstance(node, yaml.SequenceNode):
         value = loader.construct_sequence(node, deep=True)
     else:
-        value = loader.construct_mapping(node, deep=True)  # type: ignore[arg-type]
+        value = loader.construct_mapping(node, deep=True)
     return {"Ref": value} if suffix == "Ref" else {f"Fn::{suffix}": value}
 
 
@@ -88,7 +88,8 @@ _CfnLoader.add_multi_constructor("!", _cfn_tag)
 
 def load_template(path: Path = TEMPLATE) -> dict[str, Any]:
     """``template.yaml`` as a dict, short tags expanded to their long form."""
-    return yaml.load(path.read_text(encoding="utf-8"), Loader=_CfnLoader)  # noqa: S506 (SafeLoader subclass)
+    doc: dict[str, Any] = yaml.load(path.read_text(encoding="utf-8"), Loader=_CfnLoader)  # noqa: S506 (SafeLoader subclass)
+    return doc
 
 
 def definition_placeholders(definition_text: str) -> set[str]:
@@ -120,7 +121,7 @@ def _handler_for(template: dict[str, Any], logical_id: str) -> Handler:
     handler = getattr(module, attr, None)
     if not callable(handler):
         raise LocalAwsError(f"{logical_id}: {package}.{module_name} has no handler {attr!r}")
-    return handler  # type: ignore[no-any-return]
+    return handler
 
 
 def resolve_machine(template: dict[str, Any] | None = None, root: Path = ROOT) -> ResolvedMachine:
@@ -142,7 +143,9 @@ def resolve_machine(template: dict[str, Any] | None = None, root: Path = ROOT) -
         elif isinstance(value, str):
             values[name] = value
         else:
-            raise LocalAwsError(f"substitution {name}: only !GetAtt <Function>.Arn or a string can run locally")
+            raise LocalAwsError(
+                f"substitution {name}: only !GetAtt <Function>.Arn or a string can run locally"
+            )
     missing = definition_placeholders(text) - set(values)
     if missing:
         raise LocalAwsError(f"the definition uses {sorted(missing)} without a DefinitionSubstitution")
@@ -287,7 +290,7 @@ class LocalAws:
         env = {
             "AWS_DEFAULT_REGION": REGION,
             "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",  # noqa: S105 (moto's documented dummy)
+            "AWS_SECRET_ACCESS_KEY": "testing",  # moto's documented dummy
             "POWERTOOLS_SERVICE_NAME": "experiture-ingest",
             "POWERTOOLS_METRICS_NAMESPACE": "ExperitureIngest",
             **self.env,
@@ -296,7 +299,9 @@ class LocalAws:
         machine = resolve_machine(root=self.root)
         self.routes = machine.routes
         self._stack.enter_context(
-            mock_aws(config={"stepfunctions": {"execute_state_machine": True}, "lambda": {"use_docker": False}})
+            mock_aws(
+                config={"stepfunctions": {"execute_state_machine": True}, "lambda": {"use_docker": False}}
+            )
         )
         self._stack.enter_context(
             mock.patch.object(lambda_eval_utils, "_invoke_lambda_function", _lambda_invoker(machine.routes))
@@ -335,7 +340,9 @@ class LocalAws:
     def drop(self, bucket: str, key: str, body: bytes, intake: str = "IntakeFunction") -> Any:
         """Put ``body`` at ``s3://bucket/key`` and hand the ObjectCreated event to the intake function."""
         put = self.s3.put_object(Bucket=bucket, Key=key, Body=body)
-        return self.invoke(intake, s3_event(bucket, key, len(body), put["ETag"].strip('"'), put.get("VersionId")))
+        return self.invoke(
+            intake, s3_event(bucket, key, len(body), put["ETag"].strip('"'), put.get("VersionId"))
+        )
 
     def start(self, run: Mapping[str, Any], name: str | None = None) -> str:
         """Start an execution with ``run`` (an ImportRun document) as its input; its ARN."""
@@ -345,7 +352,7 @@ class LocalAws:
             input=json.dumps(run, default=str),
         )["executionArn"]
 
-    def executions(self) -> list[dict[str, Any]]:
+    def executions(self) -> list[Any]:
         return self.sfn.list_executions(stateMachineArn=self.state_machine_arn)["executions"]
 
     def describe(self, arn: str) -> Execution:
@@ -359,7 +366,11 @@ class LocalAws:
         while True:
             result = self.describe(arn)
             if result.status != "RUNNING":
-                following = (result.output or {}).get("continuedAs") if follow and isinstance(result.output, dict) else None
+                following = (
+                    (result.output or {}).get("continuedAs")
+                    if follow and isinstance(result.output, dict)
+                    else None
+                )
                 if following and following.get("executionArn"):
                     arn = following["executionArn"]
                     continue
@@ -368,7 +379,7 @@ class LocalAws:
                 raise TimeoutError(f"execution {arn} still running after {timeout} s")
             time.sleep(0.05)
 
-    def history(self, arn: str) -> Iterator[dict[str, Any]]:
+    def history(self, arn: str) -> Iterator[Any]:
         token: str | None = None
         while True:
             kwargs: dict[str, Any] = {"executionArn": arn, "maxResults": 1000}

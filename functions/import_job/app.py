@@ -40,7 +40,9 @@ def deps() -> tasks.TaskDeps:
 
 def _state(event: dict[str, Any]) -> tasks.ImportState:
     state = tasks.ImportState.model_validate(event)
-    logger.append_keys(job_id=state.run.job_id, key=state.run.source.key, execution=state.progress.execution_name)
+    logger.append_keys(
+        job_id=state.run.job_id, key=state.run.source.key, execution=state.progress.execution_name
+    )
     tracer.put_annotation("job_id", state.run.job_id)
     return state
 
@@ -50,7 +52,9 @@ def _state(event: dict[str, Any]) -> tasks.ImportState:
 def prepare_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     """Execution input (an ImportRun, or a continuation's state) -> the state document."""
     execution = event.get("execution") or {}
-    state = tasks.prepare(event["input"], str(execution.get("name") or "local"), execution.get("startTime"), datetime.now(UTC))
+    state = tasks.prepare(
+        event["input"], str(execution.get("name") or "local"), execution.get("startTime"), datetime.now(UTC)
+    )
     logger.append_keys(job_id=state.run.job_id, key=state.run.source.key)
     return state.wire()
 

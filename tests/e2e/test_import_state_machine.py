@@ -100,7 +100,9 @@ def test_inferred_mapping_matches_renamed_case_columns_and_reports_unmapped(impo
 
 def test_inferred_mapping_from_jsonl(imports: Imports):
     # Given a JSONL file with camelCase keys
-    lines = [{"email": f"j{i}@example.com", "firstName": "Jo", "lifetimeValue": 1.5, "extra": 1} for i in range(3)]
+    lines = [
+        {"email": f"j{i}@example.com", "firstName": "Jo", "lifetimeValue": 1.5, "extra": 1} for i in range(3)
+    ]
     body = "\n".join(json.dumps(line) for line in lines).encode() + b"\n"
     submitted = imports.submit("incoming/contacts/people.jsonl", body, fmt="jsonl")
 
@@ -219,7 +221,9 @@ def test_a_start_refused_beyond_start_retry_seconds_ends_with_a_summary(imports:
     # Given a workspace that never has room, and a short start-retry budget
     imports.sandbox.admin.configure(maxRunningImports=0)
     submitted = imports.submit(
-        "incoming/contacts/never.csv", csv_bytes(["email"], [["n@example.com"]]), poll={"startRetrySeconds": 2}
+        "incoming/contacts/never.csv",
+        csv_bytes(["email"], [["n@example.com"]]),
+        poll={"startRetrySeconds": 2},
     )
 
     # When it runs
@@ -277,8 +281,12 @@ def test_an_expired_errors_file_url_is_fetched_again(imports: Imports):
     # Given the errors file URL answers 403 (expired) the first time
     rows = clean_rows(3)
     rows[0][0] = "nope"
-    imports.sandbox.admin.set_faults({"rules": [{"method": "GET", "path": "/error-files/*", "status": 403, "times": 1}]})
-    submitted = imports.submit("incoming/contacts/expired.csv", csv_bytes(["email", "first_name", "last_name", "age"], rows))
+    imports.sandbox.admin.set_faults(
+        {"rules": [{"method": "GET", "path": "/error-files/*", "status": 403, "times": 1}]}
+    )
+    submitted = imports.submit(
+        "incoming/contacts/expired.csv", csv_bytes(["email", "first_name", "last_name", "age"], rows)
+    )
 
     # When it runs
     done = imports.finish(submitted)
@@ -314,9 +322,13 @@ def test_an_s3_drop_goes_through_the_intake_to_a_final_summary(sandbox):
 
         # Then the run ends with a summary and an errors file next to the file, and the rows are stored
         summary = json.loads(
-            aws.s3.get_object(Bucket="drop-e2e", Key="results/incoming/contacts/2026/drop.csv.json")["Body"].read()
+            aws.s3.get_object(Bucket="drop-e2e", Key="results/incoming/contacts/2026/drop.csv.json")[
+                "Body"
+            ].read()
         )
-        errors = aws.s3.get_object(Bucket="drop-e2e", Key="results/incoming/contacts/2026/drop.csv.errors.jsonl")
+        errors = aws.s3.get_object(
+            Bucket="drop-e2e", Key="results/incoming/contacts/2026/drop.csv.errors.jsonl"
+        )
         assert done.status == "SUCCEEDED"
         assert summary["outcome"] == "completed_with_errors"
         assert summary["metrics"]["rowsImported"] == len(sandbox.admin.records("contacts")) == 3

@@ -64,7 +64,10 @@ def test_an_input_that_failed_before_preparation_still_gets_a_summary(s3):
     document = {
         "jobId": "imp_9",
         "source": {"bucket": BUCKET, "key": "incoming/contacts/a.csv", "size": 6, "format": "xlsx"},
-        "error": {"Error": "ValidationError", "Cause": '{"errorType": "ValidationError", "errorMessage": "format: bad"}'},
+        "error": {
+            "Error": "ValidationError",
+            "Cause": '{"errorType": "ValidationError", "errorMessage": "format: bad"}',
+        },
     }
     deps = TaskDeps(s3=s3, client=None, now=lambda: datetime(2026, 1, 1, tzinfo=UTC))  # type: ignore[arg-type]
     # When the failure is reported
@@ -72,14 +75,21 @@ def test_an_input_that_failed_before_preparation_still_gets_a_summary(s3):
     # Then the summary is where the user looks, says failed at prepare, and the source is tagged
     assert report.summary_key == "results/incoming/contacts/a.csv.json"
     assert report.summary["outcome"] == "failed"
-    assert report.summary["error"] == {"type": "ValidationError", "message": "format: bad", "stage": "prepare"}
+    assert report.summary["error"] == {
+        "type": "ValidationError",
+        "message": "format: bad",
+        "stage": "prepare",
+    }
     tags = s3.get_object_tagging(Bucket=BUCKET, Key="incoming/contacts/a.csv")["TagSet"]
     assert {"Key": "experiture-status", "Value": "failed"} in tags
 
 
 def test_describe_error_keeps_type_and_message_never_the_stack_trace():
     described = describe_error(
-        {"Error": "ServerError", "Cause": '{"errorType": "ServerError", "errorMessage": "503 X.Y: down", "stackTrace": ["secret"]}'}
+        {
+            "Error": "ServerError",
+            "Cause": '{"errorType": "ServerError", "errorMessage": "503 X.Y: down", "stackTrace": ["secret"]}',
+        }
     )
     assert described == {"type": "ServerError", "message": "503 X.Y: down", "status": 503, "code": "X.Y"}
     assert describe_error({"Error": "States.Timeout", "Cause": "Task timed out"}) == {

@@ -56,7 +56,9 @@ def test_csv_header_of_a_large_file_is_read_with_one_bounded_range(s3):
 
 
 def test_gzip_csv_header(s3):
-    source = put(s3, "incoming/c/a.csv.gz", gzip.compress(b"EMail,last-name\nx@y.z,Lee\n" * 1000), "csv", "gzip")
+    source = put(
+        s3, "incoming/c/a.csv.gz", gzip.compress(b"EMail,last-name\nx@y.z,Lee\n" * 1000), "csv", "gzip"
+    )
     assert [c.name for c in read_columns(s3, source)] == ["EMail", "last-name"]  # type: ignore[arg-type]
 
 

@@ -9,7 +9,15 @@ import pytest
 
 from experiture_ingest.client import ConcurrencyLimitError, ImportJobStatus, ImportStarted
 from experiture_ingest.files.handoff import PollSettings
-from experiture_ingest.files.import_tasks import ImportState, TaskDeps, poll, poll_wait, prepare, start, start_wait
+from experiture_ingest.files.import_tasks import (
+    ImportState,
+    TaskDeps,
+    poll,
+    poll_wait,
+    prepare,
+    start,
+    start_wait,
+)
 
 T0 = datetime(2026, 4, 21, 15, 0, tzinfo=UTC)
 RUN = {
@@ -37,7 +45,9 @@ class FakeApi:
     def start_import(self, job_id: str, *, idempotency_key: str | None = None) -> ImportStarted:
         if self.refusals:
             self.refusals -= 1
-            raise ConcurrencyLimitError("limit", status=429, code="CDP_ETL.IMPORT.CONCURRENCY_LIMIT", retry_after=30)
+            raise ConcurrencyLimitError(
+                "limit", status=429, code="CDP_ETL.IMPORT.CONCURRENCY_LIMIT", retry_after=30
+            )
         return ImportStarted(status="started", job_id=job_id)
 
     def get_import(self, job_id: str) -> ImportJobStatus:

@@ -23,7 +23,9 @@ SCHEMA = ObjectSchema.model_validate(
 )
 
 
-@pytest.mark.parametrize("name", ["FirstName", "first-name", "first_name", "First Name", "FIRST_NAME", "firstName"])
+@pytest.mark.parametrize(
+    "name", ["FirstName", "first-name", "first_name", "First Name", "FIRST_NAME", "firstName"]
+)
 def test_separators_and_case_all_match_first_name(name):
     assert match_key(name) == match_key("first_name")
 
@@ -39,15 +41,27 @@ def test_inferred_mapping_types_from_the_schema_and_reports_what_is_left():
     # When inferred
     plan = infer_mapping(columns, SCHEMA)
     # Then each maps to its field with the field's type; the rest is reported
-    assert plan.field_map == {"E-Mail": "email", "FirstName": "first_name", "Signed Up At": "signed_up_at", "AGE": "age"}
-    assert plan.source_fields == {"E-Mail": "string", "FirstName": "string", "Signed Up At": "datetime", "AGE": "integer"}
+    assert plan.field_map == {
+        "E-Mail": "email",
+        "FirstName": "first_name",
+        "Signed Up At": "signed_up_at",
+        "AGE": "age",
+    }
+    assert plan.source_fields == {
+        "E-Mail": "string",
+        "FirstName": "string",
+        "Signed Up At": "datetime",
+        "AGE": "integer",
+    }
     assert plan.unmapped_columns == ["shoe", "first_name"]
     assert plan.unmapped_required_fields == ["city"]
     assert plan.request().wire()["fieldMap"] == plan.field_map
 
 
 def test_given_field_map_without_source_fields_declares_schema_types():
-    options = FileOptions.model_validate({"fieldMap": {"mail": "email", "joined": "signed_up_at"}, "importMode": "strict"})
+    options = FileOptions.model_validate(
+        {"fieldMap": {"mail": "email", "joined": "signed_up_at"}, "importMode": "strict"}
+    )
     plan = given_mapping(options, SCHEMA)
     assert plan is not None and plan.origin == "given"
     assert plan.source_fields == {"mail": "string", "joined": "datetime"}

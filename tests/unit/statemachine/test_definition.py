@@ -55,7 +55,9 @@ def test_the_machine_is_standard_traced_logged_and_alarmed(template):
 
 def test_the_role_invokes_only_its_own_functions_and_starts_only_itself(template):
     props = template["Resources"]["ImportStateMachine"]["Properties"]
-    invoked = {p["LambdaInvokePolicy"]["FunctionName"]["Ref"] for p in props["Policies"] if "LambdaInvokePolicy" in p}
+    invoked = {
+        p["LambdaInvokePolicy"]["FunctionName"]["Ref"] for p in props["Policies"] if "LambdaInvokePolicy" in p
+    }
     substituted = {v["Fn::GetAtt"][0] for v in props["DefinitionSubstitutions"].values()}
     assert invoked == substituted
     statements = [s for p in props["Policies"] if "Statement" in p for s in p["Statement"]]

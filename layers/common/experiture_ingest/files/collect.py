@@ -105,7 +105,9 @@ def stream_to_s3(
 
     A failure aborts the upload, so no half-written object (or stray parts) is left behind.
     """
-    upload_id = s3.create_multipart_upload(Bucket=bucket, Key=key, ContentType="application/x-ndjson")["UploadId"]
+    upload_id = s3.create_multipart_upload(Bucket=bucket, Key=key, ContentType="application/x-ndjson")[
+        "UploadId"
+    ]
     parts: list[CompletedPartTypeDef] = []
     buffer = bytearray()
     rows = total = 0
@@ -113,7 +115,9 @@ def stream_to_s3(
 
     def send(body: bytes) -> None:
         number = len(parts) + 1
-        etag = s3.upload_part(Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=body)["ETag"]
+        etag = s3.upload_part(Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=body)[
+            "ETag"
+        ]
         parts.append({"ETag": etag, "PartNumber": number})
 
     try:
@@ -129,7 +133,9 @@ def stream_to_s3(
                 del buffer[:part_bytes]
         if buffer or not parts:
             send(bytes(buffer))
-        s3.complete_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts})
+        s3.complete_multipart_upload(
+            Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}
+        )
     except BaseException:
         s3.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
         raise
@@ -263,7 +269,9 @@ def build_summary(
             "jobStartedAt": job.get("startedAt") or _iso(progress.job_started_at),
             "jobCompletedAt": job.get("completedAt"),
             "finishedAt": _iso(finished_at),
-            "importSeconds": _seconds(job.get("startedAt") or progress.job_started_at, job.get("completedAt") or finished_at)
+            "importSeconds": _seconds(
+                job.get("startedAt") or progress.job_started_at, job.get("completedAt") or finished_at
+            )
             if (job.get("startedAt") or progress.job_started_at)
             else None,
             "totalSeconds": _seconds(began, finished_at),
@@ -294,7 +302,12 @@ def collect(state: ImportState, deps: TaskDeps, *, part_bytes: int = PART_BYTES)
     errors_file = None
     if (job.get("invalidRows") or 0) > 0 or (job.get("rowsRejected") or 0) > 0:
         errors_file, cids = copy_errors_file(
-            deps.client, deps.s3, run.job_id, run.source.bucket, errors_key(run.source.key), part_bytes=part_bytes
+            deps.client,
+            deps.s3,
+            run.job_id,
+            run.source.bucket,
+            errors_key(run.source.key),
+            part_bytes=part_bytes,
         )
         for cid in cids:
             state.progress.remember(cid)
@@ -302,8 +315,10 @@ def collect(state: ImportState, deps: TaskDeps, *, part_bytes: int = PART_BYTES)
     imported = job.get("rowsImported") if job.get("rowsImported") is not None else job.get("validRows") or 0
     outcome = "completed_with_errors" if rejected else "completed"
     message = f"Imported {imported} of {job.get('readRows') or 0} rows into {run.object_name}"
-    message += f"; {rejected} rows were rejected (see {errors_file.key})." if errors_file else (
-        f"; {rejected} rows were rejected." if rejected else "."
+    message += (
+        f"; {rejected} rows were rejected (see {errors_file.key})."
+        if errors_file
+        else (f"; {rejected} rows were rejected." if rejected else ".")
     )
     summary = build_summary(state, outcome, deps.now(), message=message, errors_file=errors_file)
     return Report(outcome, _finish(state, deps, summary), summary, errors_file)
@@ -342,10 +357,13 @@ def _state_from(document: Mapping[str, Any], deps: TaskDeps) -> ImportState:
         return ImportState.model_validate(document)
     except ValueError:
         pass
-    raw = document.get("run") if isinstance(document.get("run"), Mapping) else document
-    source = raw.get("source") if isinstance(raw, Mapping) else None
+    nested = document.get("run")
+    raw: Mapping[str, Any] = nested if isinstance(nested, Mapping) else document
+    source = raw.get("source")
     if not isinstance(source, Mapping) or not source.get("bucket") or not source.get("key"):
-        raise SummaryImpossibleError("the execution input names no source bucket and key; no summary can be written")
+        raise SummaryImpossibleError(
+            "the execution input names no source bucket and key; no summary can be written"
+        )
     now = deps.now()
     lenient = {
         "jobId": str(raw.get("jobId") or "unknown"),
@@ -361,7 +379,12 @@ def _state_from(document: Mapping[str, Any], deps: TaskDeps) -> ImportState:
     return ImportState.model_validate(
         {
             "run": lenient,
-            "progress": {"startedAt": now, "executionName": "unknown", "rootName": "unknown", "next": "mapping"},
+            "progress": {
+                "startedAt": now,
+                "executionName": "unknown",
+                "rootName": "unknown",
+                "next": "mapping",
+            },
         }
     )
 

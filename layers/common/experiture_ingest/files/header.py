@@ -20,7 +20,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from experiture_ingest.files.handoff import SourceObject
-from experiture_ingest.files.parquet_footer import TRAILER_BYTES, ParquetFooterError, footer_length, parse_columns
+from experiture_ingest.files.parquet_footer import (
+    TRAILER_BYTES,
+    ParquetFooterError,
+    footer_length,
+    parse_columns,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -146,7 +151,9 @@ def _parquet_columns(s3: S3Client, source: SourceObject) -> list[SourceColumn]:
         tail = _get(s3, source, f"bytes=-{min(source.size, _PARQUET_TAIL_GUESS)}")
         length = footer_length(tail[-TRAILER_BYTES:])
         if length > PARQUET_FOOTER_MAX_BYTES:
-            raise HeaderError(f"the Parquet footer is {length} bytes (limit {PARQUET_FOOTER_MAX_BYTES}); give a fieldMap")
+            raise HeaderError(
+                f"the Parquet footer is {length} bytes (limit {PARQUET_FOOTER_MAX_BYTES}); give a fieldMap"
+            )
         if length + TRAILER_BYTES > source.size:
             raise ParquetFooterError("the Parquet footer is longer than the file")
         if length + TRAILER_BYTES > len(tail):

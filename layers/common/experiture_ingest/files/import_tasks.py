@@ -47,7 +47,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-Next = Literal["mapping", "start", "wait_start", "wait_poll", "collect", "job_failed", "timed_out", "start_refused"]
+Next = Literal[
+    "mapping", "start", "wait_start", "wait_poll", "collect", "job_failed", "timed_out", "start_refused"
+]
 MAX_CORRELATION_IDS = 20
 EXECUTION_NAME_MAX = 80
 
@@ -148,7 +150,9 @@ def start_wait(poll: PollSettings, attempt: int, retry_after: float | None, rng:
     return max(1, round(delay))
 
 
-def prepare(event: dict[str, Any], execution_name: str, execution_start: str | None, now: datetime) -> ImportState:
+def prepare(
+    event: dict[str, Any], execution_name: str, execution_start: str | None, now: datetime
+) -> ImportState:
     """The state document from the execution's input: a fresh :class:`ImportRun` or a continuation.
 
     >>> state = prepare({"jobId": "imp_1", "objectName": "contacts", "source": {"bucket": "b",
@@ -188,7 +192,9 @@ def set_mapping(state: ImportState, deps: TaskDeps) -> ImportState:
     run = state.run
     if state.mapping is None:
         raise ValueError("no mapping was planned; the PlanMapping state must run first")
-    answer = deps.client.set_mapping(run.job_id, state.mapping.request(), idempotency_key=f"{run.job_id}-mapping")
+    answer = deps.client.set_mapping(
+        run.job_id, state.mapping.request(), idempotency_key=f"{run.job_id}-mapping"
+    )
     state.progress.remember(answer.correlation_id)
     state.progress.next = "start"
     state.progress.phase_started_at = deps.now()
@@ -213,10 +219,14 @@ def start(state: ImportState, deps: TaskDeps) -> ImportState:
         wait = start_wait(run.poll, progress.attempts, exc.retry_after, deps.rng)
         waited = (now - progress.phase_started_at).total_seconds()
         if waited + wait > run.poll.start_retry_seconds:
-            state.error = _error_doc(exc, f"the workspace stayed at its running-jobs limit for {waited:.0f} s")
+            state.error = _error_doc(
+                exc, f"the workspace stayed at its running-jobs limit for {waited:.0f} s"
+            )
             progress.next = "start_refused"
             return state
-        logger.info("start refused (workspace at its limit); trying again in %d s", wait, extra={"job_id": run.job_id})
+        logger.info(
+            "start refused (workspace at its limit); trying again in %d s", wait, extra={"job_id": run.job_id}
+        )
         progress.wait_seconds = wait
         progress.next = "wait_start"
         progress.continue_as_new = progress.iterations >= run.poll.iterations_per_execution

@@ -124,7 +124,10 @@ def given_mapping(options: FileOptions, schema: ObjectSchema | None = None) -> M
     save = mapping.save_as_template.wire() if mapping.save_as_template else None
     if mapping.template_id:
         return MappingPlan(
-            origin="template", template_id=mapping.template_id, import_mode=mapping.import_mode, save_as_template=save
+            origin="template",
+            template_id=mapping.template_id,
+            import_mode=mapping.import_mode,
+            save_as_template=save,
         )
     field_map = dict(mapping.field_map or {})
     source_fields = dict(mapping.source_fields or {})
@@ -135,7 +138,9 @@ def given_mapping(options: FileOptions, schema: ObjectSchema | None = None) -> M
             source_fields[column] = target.type if target else "string"
     mapped = set(field_map.values())
     required = (
-        [f.name for f in schema.fields if (f.required or f.primary_key) and f.name not in mapped] if schema else []
+        [f.name for f in schema.fields if (f.required or f.primary_key) and f.name not in mapped]
+        if schema
+        else []
     )
     return MappingPlan(
         origin="given",

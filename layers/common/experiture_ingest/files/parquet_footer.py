@@ -59,7 +59,9 @@ def parse_columns(metadata: bytes) -> list[ParquetColumn]:
                 return _top_level(reader.read_list(_schema_element))
             reader.skip(kind)
     except (IndexError, UnicodeDecodeError) as exc:
-        raise ParquetFooterError(f"the Parquet footer is truncated or corrupt ({type(exc).__name__})") from None
+        raise ParquetFooterError(
+            f"the Parquet footer is truncated or corrupt ({type(exc).__name__})"
+        ) from None
     raise ParquetFooterError("the Parquet footer has no schema")
 
 
@@ -72,7 +74,9 @@ def _top_level(elements: list[dict[str, Any]]) -> list[ParquetColumn]:
         if index >= len(elements):
             raise ParquetFooterError("the Parquet schema declares more columns than it has")
         element = elements[index]
-        columns.append(ParquetColumn(element["name"], None if element.get("num_children") else _api_type(element)))
+        columns.append(
+            ParquetColumn(element["name"], None if element.get("num_children") else _api_type(element))
+        )
         index = _after_subtree(elements, index)
     return columns
 
