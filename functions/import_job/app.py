@@ -81,8 +81,10 @@ def start_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, An
     state = tasks.start(_state(event), deps())
     if state.progress.next == "wait_poll":
         metrics.add_metric(name="ImportJobsStarted", unit=MetricUnit.Count, value=1)
-    elif state.progress.next in ("wait_start", "continue"):
+    elif state.progress.next == "wait_start":
         metrics.add_metric(name="ImportStartsDeferred", unit=MetricUnit.Count, value=1)
+    else:
+        metrics.add_metric(name="ImportStartsRefused", unit=MetricUnit.Count, value=1)
     return state.wire()
 
 
