@@ -3,7 +3,9 @@
 Local S3 and Step Functions are moto; the intake function and the REAL import state machine run
 in-process (see :mod:`cli.local_aws`); the CDP is the sandbox. Two bundled samples are dropped under
 ``incoming/contacts/``: a CSV with a few bad rows and a JSONL file, neither with a configured
-mapping, so the mapping is inferred from their headers. The summaries and the errors file are
+mapping, so the mapping is inferred from their headers; ``config/contacts.json`` asks for a list.
+A ``.txt`` file shows a refusal (no API call) and a re-delivered event shows a duplicate absorbed
+(the intake part, first written for issue 5, kept here). The summaries and the errors file are
 printed and copied into ``workdir/results/``.
 """
 
@@ -14,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cli.local_aws import LocalAws
+from cli.local_aws import LocalAws, s3_event
 from sandbox.testing import SandboxHandle
 
 SAMPLES = Path(__file__).parent / "samples"
@@ -42,12 +44,38 @@ def run(sandbox_handle: SandboxHandle, workdir: Path) -> None:
     with LocalAws(env=env) as aws:
         aws.s3.create_bucket(Bucket=BUCKET)
         aws.s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
-        _say(f"Files: local bucket s3://{BUCKET} (moto), state machine {aws.state_machine_arn.rsplit(':', 1)[-1]}")
+        _say(
+            f"Files: local bucket s3://{BUCKET} (moto), state machine {aws.state_machine_arn.rsplit(':', 1)[-1]}"
+        )
+        aws.s3.put_object(
+            Bucket=BUCKET,
+            Key="config/contacts.json",
+            Body=json.dumps({"createList": True, "listName": "Demo import"}).encode(),
+        )
+        _say(
+            "  config/contacts.json: {createList: true, listName: 'Demo import'} (mapping left to inference)"
+        )
         for key, sample in DROPS:
             answer = aws.drop(BUCKET, key, sample.read_bytes())
             outcome = (answer.get("files") or [{}])[0]
             _say(f"  dropped {key} -> intake: {outcome.get('outcome')} (job {outcome.get('jobId')})")
+        refused = aws.drop(BUCKET, "incoming/contacts/notes.txt", b"not a data file\n")
+        _say(f"  dropped incoming/contacts/notes.txt -> intake: {refused['files'][0]['outcome']}")
+        _show_refusal(aws, "incoming/contacts/notes.txt")
+        head = aws.s3.head_object(Bucket=BUCKET, Key=DROPS[0][0])
+        again = aws.invoke(
+            "IntakeFunction",
+            s3_event(
+                BUCKET, DROPS[0][0], head["ContentLength"], head["ETag"].strip('"'), head.get("VersionId")
+            ),
+        )
+        _say(f"  same S3 event delivered again -> intake: {again['files'][0]['outcome']} (no second job)")
         _follow(aws)
+        lists = sandbox_handle.admin.lists()
+        if lists:
+            _say(
+                f"  lists in the CDP: {[(item.get('name'), len(item.get('importJobIds', []))) for item in lists]}"
+            )
         for key, _ in DROPS:
             _show(aws, key, workdir)
 
@@ -78,6 +106,15 @@ def _follow(aws: LocalAws, timeout: float = 120.0) -> None:
         time.sleep(0.3)
 
 
+def _show_refusal(aws: LocalAws, key: str) -> None:
+    try:
+        summary = json.loads(aws.s3.get_object(Bucket=BUCKET, Key=f"results/{key}.json")["Body"].read())
+    except aws.s3.exceptions.NoSuchKey:
+        return
+    reason = summary.get("reason") or {}
+    _say(f"    results/{key}.json: {reason.get('message') or summary.get('outcome')}")
+
+
 def _show(aws: LocalAws, key: str, workdir: Path) -> None:
     summary_key = f"results/{key}.json"
     try:
@@ -96,7 +133,9 @@ def _show(aws: LocalAws, key: str, workdir: Path) -> None:
     _say(f"  outcome      {summary['outcome']}: {summary['message']}")
     _say(
         "  rows         read {readRows}, imported {rowsImported}, rejected {rowsRejected}, "
-        "success rate {successRate}".format(**{k: metrics.get(k) for k in ("readRows", "rowsImported", "rowsRejected", "successRate")})
+        "success rate {successRate}".format(
+            **{k: metrics.get(k) for k in ("readRows", "rowsImported", "rowsRejected", "successRate")}
+        )
     )
     _say(f"  mapping      {mapping.get('origin')}: {mapping.get('fieldMap')}")
     if summary.get("unmappedColumns"):
