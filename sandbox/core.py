@@ -320,7 +320,9 @@ def api_endpoint(
         except BaseException:
             await run_in_threadpool(sandbox.store.idem_release, principal.client_id, route, key)
             raise
-        if response.status_code >= 500:
+        if response.status_code >= 500 or response.status_code == 429:
+            # Not stored: the request did not run to completion, and a retry with the same key
+            # (after Retry-After) must be able to succeed, as the IETF Idempotency-Key draft says.
             await run_in_threadpool(sandbox.store.idem_release, principal.client_id, route, key)
         else:
             kept = {k: v for k, v in response.headers.items() if k.lower() in ("retry-after", "location")}

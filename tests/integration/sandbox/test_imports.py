@@ -476,6 +476,24 @@ def test_eleventh_concurrent_start_is_refused_with_retry_after(
     assert api.post(f"/import-jobs/{jobs[10]}/start").status_code == 200
 
 
+def test_a_start_refused_for_concurrency_succeeds_later_with_the_same_idempotency_key(
+    api: httpx.Client, sandbox: SandboxHandle
+) -> None:
+    # Given one slot, taken
+    sandbox.admin.configure(importJobSeconds=30, maxRunningImports=1)
+    first, second = _ready_job(api), _ready_job(api)
+    assert api.post(f"/import-jobs/{first}/start").status_code == 200
+    headers = {"Idempotency-Key": "start-second-once"}
+    # When the second start is refused (429 is not stored under the key), then retried once the slot frees
+    assert api.post(f"/import-jobs/{second}/start", headers=headers).status_code == 429
+    sandbox.admin.fail_job(first)
+    retried = api.post(f"/import-jobs/{second}/start", headers=headers)
+    # Then the same key starts the job, rather than replaying the refusal
+    assert retried.status_code == 200
+    assert "Idempotent-Replayed" not in retried.headers
+    assert api.get(f"/import-jobs/{second}").json()["data"]["state"] in ("running", "completed")
+
+
 def test_concurrency_limit_is_configurable(api: httpx.Client, sandbox: SandboxHandle) -> None:
     sandbox.admin.configure(importJobSeconds=30, maxRunningImports=1)
     first, second = _ready_job(api), _ready_job(api)

@@ -126,3 +126,17 @@ def test_expired_error_file_url(make_client):
             make_client(Script(httpx.Response(403))).iter_error_file("https://e.example.test/f?sig=SECRETSIG")
         )
     assert "SECRETSIG" not in str(caught.value)
+
+
+@pytest.mark.parametrize("status", [408, 429, 500, 503])
+def test_error_file_throttling_and_failures_are_retryable(make_client, status):
+    script = Script(httpx.Response(status, headers={"Retry-After": "3"}))
+    with pytest.raises(api.ServerError) as caught:
+        list(make_client(script).iter_error_file("https://e.test/f"))
+    assert caught.value.retryable and caught.value.retry_after == 3.0
+
+
+def test_error_file_not_found_is_permanent(make_client):
+    with pytest.raises(api.ExperitureError) as caught:
+        list(make_client(Script(httpx.Response(404))).iter_error_file("https://e.test/f"))
+    assert not caught.value.retryable

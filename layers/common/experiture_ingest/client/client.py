@@ -319,9 +319,13 @@ class ExperitureClient:
             if response.status_code == 403:
                 raise ErrorFileExpiredError(f"errors file URL {redact_url(url)} has expired", status=403)
             if not response.is_success:
-                error = ServerError if response.status_code >= 500 else ExperitureError
+                status = response.status_code
+                # Storage throttling and failures are transient: callers retry with backoff.
+                error = ServerError if status >= 500 or status in {408, 429} else ExperitureError
                 raise error(
-                    f"GET {redact_url(url)} answered HTTP {response.status_code}", status=response.status_code
+                    f"GET {redact_url(url)} answered HTTP {status}",
+                    status=status,
+                    retry_after=parse_retry_after(response.headers.get("Retry-After")),
                 )
             yield from response.iter_bytes()
 
