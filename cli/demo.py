@@ -1,9 +1,12 @@
-"""``experiture-ingest demo``: the product's main job, locally, with nothing to configure.
+"""``experiture-ingest demo``: the product's main jobs, locally, with nothing to configure.
 
-It starts the local Experiture sandbox and runs a real import of a bundled CSV (a few rows are bad
-on purpose) through the project's own client: init, streamed upload, mapping, start, polling with
-progress, and the errors file. Later parts of the demo run the whole pipeline (S3, state machine,
-SQS) when those features are present.
+It starts the local Experiture sandbox, then runs the parts below against it (all by default):
+
+- files: bundled files dropped into a local S3 bucket (moto) go through the intake function and
+  the real import state machine; the summaries and errors file land back in the bucket.
+- streams: a few thousand records enqueued on a local SQS queue (moto) are packed into batch
+  writes by the record writer and settle in the sandbox.
+- client: the vendor's four-step import flow driven directly by the project's API client.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import argparse
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -56,27 +60,47 @@ SAMPLE_MAPPING = ImportMapping(
 def add_command(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "demo",
-        help="run an import end to end against a local Experiture sandbox",
+        help="run the pipeline end to end against a local Experiture sandbox",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "--speed", default="realistic", help="sandbox job speed: instant, realistic or a factor"
     )
+    parser.add_argument("--keep", action="store_true", help="keep the work directory afterwards")
     parser.add_argument(
-        "--keep", action="store_true", help="keep the work directory (sandbox database) afterwards"
+        "--only",
+        choices=sorted(PARTS),
+        action="append",
+        help=f"run only this part (repeatable; default: {', '.join(DEFAULT_PARTS)})",
     )
     parser.set_defaults(run=run)
+
+
+def _files(sandbox: SandboxHandle, workdir: Path) -> None:
+    from cli import demo_files
+
+    demo_files.run(sandbox, workdir)
+
+
+def _client(sandbox: SandboxHandle, workdir: Path) -> None:
+    import_with_client(sandbox, SAMPLE_CSV)
+
+
+PARTS: dict[str, Callable[[SandboxHandle, Path], None]] = {"files": _files, "client": _client}
+DEFAULT_PARTS = ["files"]
 
 
 def run(args: argparse.Namespace) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="experiture-demo-"))
     try:
         with running_sandbox(speed=args.speed, data_dir=str(workdir / "sandbox")) as sandbox:
-            print(f"Local Experiture sandbox at {sandbox.base_url} (token {sandbox.token})\n")
-            import_with_client(sandbox, SAMPLE_CSV)
+            print(f"Local Experiture sandbox at {sandbox.base_url} (token {sandbox.token})")
+            for name in args.only or DEFAULT_PARTS:
+                print(f"\n=== {name} ===\n", flush=True)
+                PARTS[name](sandbox, workdir)
             if args.keep:
-                print(f"\nSandbox database kept at {sandbox.db_path} (open it with sqlite3)")
+                print(f"\nWork directory kept at {workdir}; the sandbox database is {sandbox.db_path}")
     finally:
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)

@@ -74,7 +74,10 @@ def run(sandbox_handle: SandboxHandle, workdir: Path) -> None:
         lists = sandbox_handle.admin.lists()
         if lists:
             _say(
-                f"  lists in the CDP: {[(item.get('name'), len(item.get('importJobIds', []))) for item in lists]}"
+                "  lists created in the CDP: "
+                + ", ".join(
+                    f"'{item.get('name')}' ({len(item.get('recordIds', []))} members)" for item in lists
+                )
             )
         for key, _ in DROPS:
             _show(aws, key, workdir)
