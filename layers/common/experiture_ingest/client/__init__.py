@@ -45,7 +45,6 @@ from experiture_ingest.client.errors import (
 )
 from experiture_ingest.client.models import (
     BatchAccepted,
-    BatchJobMetrics,
     BatchJobStatus,
     ErrorRow,
     FieldSchema,
@@ -54,6 +53,7 @@ from experiture_ingest.client.models import (
     ImportJobStatus,
     ImportMapping,
     ImportStarted,
+    JobMetrics,
     ObjectSchema,
     RecordWriteResult,
     UploadSlot,
@@ -72,7 +72,6 @@ __all__ = [
     "ApiError",
     "AuthenticationError",
     "BatchAccepted",
-    "BatchJobMetrics",
     "BatchJobStatus",
     "BearerToken",
     "ClientCredentials",
@@ -91,6 +90,7 @@ __all__ = [
     "ImportJobStatus",
     "ImportMapping",
     "ImportStarted",
+    "JobMetrics",
     "NotFoundError",
     "ObjectSchema",
     "PayloadTooLargeError",

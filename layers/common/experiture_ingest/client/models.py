@@ -61,7 +61,9 @@ class BatchAccepted(Response):
     match_key: str | None = None
 
 
-class BatchJobMetrics(_Wire):
+class JobMetrics(_Wire):
+    """Row counts of a job: batch jobs nest them under ``metrics``, import jobs report them flat."""
+
     model_config = ConfigDict(extra="ignore")
 
     read_rows: int = 0
@@ -72,18 +74,17 @@ class BatchJobMetrics(_Wire):
     merged_retained: int = 0
 
 
-class BatchJobStatus(Response):
-    job_id: str
+class _JobStatus(Response):
+    """What batch and import job status answers share."""
+
+    job_id: str | None = None
     object_name: str | None = None
     state: str
     stage: str | None = None
-    file_name: str | None = None
-    file_size: int | None = None
     created_at: datetime | None = None
     started_at: datetime | None = None
     completed_at: datetime | None = None
     updated_at: datetime | None = None
-    metrics: BatchJobMetrics = Field(default_factory=BatchJobMetrics)
     rows_total: int | None = None
     rows_imported: int | None = None
     rows_rejected: int | None = None
@@ -94,6 +95,13 @@ class BatchJobStatus(Response):
     @property
     def is_terminal(self) -> bool:
         return self.state in TERMINAL_STATES
+
+
+class BatchJobStatus(_JobStatus):
+    job_id: str
+    file_name: str | None = None
+    file_size: int | None = None
+    metrics: JobMetrics = Field(default_factory=JobMetrics)
 
 
 # Import jobs -------------------------------------------------------------------------------------
@@ -114,11 +122,18 @@ class ImportJobInit(Request):
 
     @model_validator(mode="after")
     def _conditional_names(self) -> ImportJobInit:
-        if self.create_list and not self.list_name:
-            raise ValueError("listName is required when createList is true")
-        if self.create_audience and not self.audience_name:
-            raise ValueError("audienceName is required when createAudience is true")
+        check_conditional_names(self.create_list, self.list_name, self.create_audience, self.audience_name)
         return self
+
+
+def check_conditional_names(
+    create_list: bool | None, list_name: str | None, create_audience: bool | None, audience_name: str | None
+) -> None:
+    """The docs' "Cond." fields: a list or audience to create needs a name."""
+    if create_list and not list_name:
+        raise ValueError("listName is required when createList is true")
+    if create_audience and not audience_name:
+        raise ValueError("audienceName is required when createAudience is true")
 
 
 class UploadSlot(Response):
@@ -161,31 +176,8 @@ class ImportStarted(Response):
     message: str | None = None
 
 
-class ImportJobStatus(Response):
-    job_id: str | None = None
-    object_name: str | None = None
-    state: str
-    stage: str | None = None
-    read_rows: int = 0
-    valid_rows: int = 0
-    invalid_rows: int = 0
-    merged_inserts: int = 0
-    merged_updates: int = 0
-    merged_retained: int = 0
-    rows_total: int | None = None
-    rows_imported: int | None = None
-    rows_rejected: int | None = None
-    success_rate: float | None = None
-    created_at: datetime | None = None
-    started_at: datetime | None = None
-    completed_at: datetime | None = None
-    updated_at: datetime | None = None
-    error_message: str | None = None
-    error_summary: dict[str, int] | None = None
-
-    @property
-    def is_terminal(self) -> bool:
-        return self.state in TERMINAL_STATES
+class ImportJobStatus(_JobStatus, JobMetrics):
+    """``GET /import-jobs/{id}``: state plus the row counts, flat."""
 
 
 class ImportErrorsLocation(Response):

@@ -18,7 +18,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
-from experiture_ingest.client.models import ImportMapping, ImportMode, SaveAsTemplate
+from experiture_ingest.client.models import ImportMapping, ImportMode, SaveAsTemplate, check_conditional_names
 
 _INIT_FIELDS = (
     "create_list",
@@ -50,10 +50,7 @@ class FileOptions(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> FileOptions:
-        if self.create_list and not self.list_name:
-            raise ValueError("listName is required when createList is true")
-        if self.create_audience and not self.audience_name:
-            raise ValueError("audienceName is required when createAudience is true")
+        check_conditional_names(self.create_list, self.list_name, self.create_audience, self.audience_name)
         if self.template_id and (self.field_map or self.source_fields):
             raise ValueError("give either templateId or fieldMap/sourceFields, not both")
         if self.source_fields and not self.field_map:
