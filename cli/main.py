@@ -17,6 +17,7 @@ from collections.abc import Sequence
 COMMAND_MODULES = [
     "sandbox.cli",
     "cli.demo",
+    "cli.streams",
 ]
 
 

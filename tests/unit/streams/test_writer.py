@@ -1,0 +1,221 @@
+"""The writer through Powertools' processors, against a scripted API and moto SQS/S3."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import boto3
+import httpx
+import pytest
+from aws_lambda_powertools.utilities.batch import process_partial_response
+from moto import mock_aws
+
+from experiture_ingest.client import BearerToken, ExperitureClient, RetryPolicy
+from experiture_ingest.streams.deadletters import DeadLetterQueue
+from experiture_ingest.streams.processing import processor_for
+from experiture_ingest.streams.schema import SchemaCache
+from experiture_ingest.streams.settle import PayloadStore, SettleQueue
+from experiture_ingest.streams.writer import StreamWriter
+
+SCHEMA = {
+    "objectName": "contacts",
+    "primaryKey": "email",
+    "fields": [{"name": "email", "type": "string", "required": True}, {"name": "tier", "type": "string"}],
+}
+
+
+class Api:
+    """Answers like the Records API; ``refuse(body) -> (status, error) | None`` scripts refusals."""
+
+    def __init__(self, refuse=None):
+        self.refuse = refuse or (lambda body: None)
+        self.posts: list[dict] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        if request.method == "GET":
+            return httpx.Response(200, json={"success": True, "data": SCHEMA, "correlationId": "c-get"})
+        body = json.loads(request.content)
+        self.posts.append(body)
+        refused = self.refuse(body)
+        if refused is not None:
+            status, error = refused
+            return httpx.Response(status, json={"success": False, "error": error, "correlationId": "c-err"})
+        n = len(self.posts)
+        return httpx.Response(
+            202,
+            json={
+                "success": True,
+                "correlationId": f"c-{n}",
+                "data": {
+                    "operation": "upsert-batch",
+                    "objectName": "contacts",
+                    "jobId": f"job-{n}",
+                    "acceptedRecords": len(body["records"]),
+                },
+            },
+        )
+
+
+@pytest.fixture
+def aws(monkeypatch) -> Iterator[tuple]:
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "x")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "x")
+    with mock_aws():
+        sqs, s3 = boto3.client("sqs"), boto3.client("s3")
+        s3.create_bucket(Bucket="kept")
+        dlq = sqs.create_queue(QueueName="dlq")["QueueUrl"]
+        settle = sqs.create_queue(QueueName="settle")["QueueUrl"]
+        yield sqs, s3, dlq, settle
+
+
+def _writer(aws, api: Api) -> StreamWriter:
+    sqs, s3, dlq, settle = aws
+    client = ExperitureClient(
+        "https://api.test/public/v1",
+        BearerToken("t"),
+        transport=httpx.MockTransport(api),
+        retry=RetryPolicy(max_attempts=1),
+        sleep=lambda s: None,
+    )
+    return StreamWriter(
+        client,
+        SchemaCache(client),
+        DeadLetterQueue(sqs, dlq),
+        PayloadStore(s3, "kept"),
+        SettleQueue(sqs, settle),
+    )
+
+
+def _event(bodies: list[dict], fifo: bool = False) -> dict:
+    arn = "arn:aws:sqs:us-east-1:123456789012:records" + (".fifo" if fifo else "")
+    return {
+        "Records": [
+            {
+                "messageId": f"m{i}",
+                "receiptHandle": "r",
+                "body": json.dumps(b),
+                "attributes": {"MessageGroupId": "g"},
+                "messageAttributes": {},
+                "md5OfBody": "",
+                "eventSource": "aws:sqs",
+                "eventSourceARN": arn,
+                "awsRegion": "us-east-1",
+            }
+            for i, b in enumerate(bodies)
+        ]
+    }
+
+
+def _run(writer: StreamWriter, event: dict) -> list[str]:
+    processor = processor_for(event, writer)
+    response = process_partial_response(event=event, record_handler=processor.stage, processor=processor)
+    return [f["itemIdentifier"] for f in response["batchItemFailures"]]
+
+
+def _dlq(aws) -> list[dict]:
+    sqs, _, dlq, _ = aws
+    got = sqs.receive_message(QueueUrl=dlq, MaxNumberOfMessages=10, MessageAttributeNames=["All"])
+    return [
+        {"body": json.loads(m["Body"]), "code": m["MessageAttributes"]["experiture.errorCode"]["StringValue"]}
+        for m in got.get("Messages", [])
+    ]
+
+
+def _msg(*emails: str, obj: str = "contacts") -> dict:
+    return {"object": obj, "operation": "upsert", "records": [{"email": e} for e in emails]}
+
+
+def test_transient_failure_returns_only_the_messages_of_that_request(aws):
+    # Given two groups, where the API answers 500 for the "leads" group only
+    api = Api(
+        lambda body: (
+            (500, {"code": "CDP_ETL.INTERNAL_ERROR", "message": "down"})
+            if body["records"][0]["email"].startswith("l")
+            else None
+        )
+    )
+    event = _event([_msg("a1"), _msg("l1", obj="leads"), _msg("a2"), _msg("l2", obj="leads")])
+    # When the batch is processed
+    failures = _run(_writer(aws, api), event)
+    # Then only the leads messages are returned for retry, and nothing is dead-lettered
+    assert failures == ["m1", "m3"]
+    assert _dlq(aws) == []
+
+
+def test_fifo_stops_at_the_first_failure_and_returns_the_rest(aws):
+    # Given a FIFO batch a1, l1 (fails transiently), a2: FIFO packs consecutive runs in order
+    api = Api(lambda body: (503, {"message": "busy"}) if body["records"][0]["email"] == "l1" else None)
+    event = _event([_msg("a1"), _msg("l1", obj="leads"), _msg("a2")], fifo=True)
+    # When processed
+    failures = _run(_writer(aws, api), event)
+    # Then a1 was written, l1 and everything after it is returned, and a2 was never sent
+    assert failures == ["m1", "m2"]
+    assert [p["records"] for p in api.posts] == [[{"email": "a1"}], [{"email": "l1"}]]
+
+
+def test_a_refusal_that_names_no_record_is_bisected_down_to_the_bad_message(aws):
+    # Given the API refuses (400, no path) any request that holds "bad"
+    def refuse(body):
+        if any(r["email"] == "bad" for r in body["records"]):
+            return 400, {"code": "CDP_ETL.VALIDATION.REQUEST_INVALID", "message": "something is wrong"}
+        return None
+
+    api = Api(refuse)
+    event = _event([_msg("a"), _msg("b"), _msg("bad"), _msg("c"), _msg("d")])
+    # When processed
+    failures = _run(_writer(aws, api), event)
+    # Then no message is retried, the bad message alone is dead-lettered, the other four were accepted
+    assert failures == []
+    [letter] = _dlq(aws)
+    assert letter["code"] == "CDP_ETL.VALIDATION.REQUEST_INVALID"
+    assert letter["body"]["records"] == [{"email": "bad"}]
+    accepted = sorted(
+        r["email"]
+        for p in api.posts
+        if not any(x["email"] == "bad" for x in p["records"])
+        for r in p["records"]
+    )
+    assert accepted == ["a", "b", "c", "d"]
+
+
+def test_a_refusal_naming_a_record_splits_out_that_record_only(aws):
+    # Given the API refuses the record "x2" by index, in a message that also holds x1 and x3
+    def refuse(body):
+        emails = [r["email"] for r in body["records"]]
+        if "x2" in emails:
+            i = emails.index("x2")
+            return 422, {
+                "code": "CDP_ETL.VALIDATION.SCHEMA_MISMATCH",
+                "message": f"records[{i}].email: no",
+                "details": {"path": f"records[{i}].email"},
+            }
+        return None
+
+    api = Api(refuse)
+    failures = _run(_writer(aws, api), _event([_msg("w1"), _msg("x1", "x2", "x3")]))
+    # Then x2 alone is dead-lettered and the second request carried everything else
+    assert failures == []
+    assert [r["email"] for r in api.posts[-1]["records"]] == ["w1", "x1", "x3"]
+    [letter] = _dlq(aws)
+    assert letter["body"]["records"] == [{"email": "x2"}]
+
+
+def test_accepted_jobs_keep_their_payload_and_get_a_settle_ticket(aws):
+    sqs, s3, _, settle = aws
+    failures = _run(_writer(aws, Api()), _event([_msg("a"), _msg("b")]))
+    assert failures == []
+    # Then the ticket waits the documented first 2 s before its first check
+    delayed = sqs.get_queue_attributes(QueueUrl=settle, AttributeNames=["ApproximateNumberOfMessagesDelayed"])
+    assert delayed["Attributes"]["ApproximateNumberOfMessagesDelayed"] == "1"
+    assert "Messages" not in sqs.receive_message(QueueUrl=settle)
+    import time
+
+    time.sleep(2.1)
+    [ticket] = sqs.receive_message(QueueUrl=settle, MaxNumberOfMessages=10)["Messages"]
+    ticket_doc = json.loads(ticket["Body"])
+    kept = json.loads(s3.get_object(Bucket="kept", Key=ticket_doc["payload_key"])["Body"].read())
+    assert ticket_doc["job_id"] == "job-1" and ticket_doc["records"] == 2
+    assert [m["messageId"] for m in kept["messages"]] == ["m0", "m1"]
+    assert kept["request"]["records"] == [{"email": "a"}, {"email": "b"}]
