@@ -12,12 +12,18 @@ It starts the local Experiture sandbox, then runs the parts below against it (al
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
+import os
 import shutil
+import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
+from unittest import mock
 
 from experiture_ingest.client import (
     ClientSettings,
@@ -83,15 +89,59 @@ def _files(sandbox: SandboxHandle, workdir: Path) -> None:
     demo_files.run(sandbox, workdir)
 
 
+def _streams(sandbox: SandboxHandle, workdir: Path) -> None:
+    from cli import demo_streams
+
+    demo_streams.run(sandbox, workdir)
+
+
 def _client(sandbox: SandboxHandle, workdir: Path) -> None:
     import_with_client(sandbox, SAMPLE_CSV)
 
 
-PARTS: dict[str, Callable[[SandboxHandle, Path], None]] = {"files": _files, "client": _client}
-DEFAULT_PARTS = ["files"]
+PARTS: dict[str, Callable[[SandboxHandle, Path], None]] = {
+    "files": _files,
+    "streams": _streams,
+    "client": _client,
+}
+DEFAULT_PARTS = ["files", "streams"]
+
+
+class _HideMetricBlobs(io.TextIOBase):
+    """Drops the CloudWatch EMF lines Powertools Metrics prints (even when disabled, once a metric
+    holds 100 values): on a terminal they are noise, in Lambda they are how metrics reach CloudWatch."""
+
+    def __init__(self, target: TextIO) -> None:
+        self.target = target
+        self._hiding = False
+
+    def write(self, text: str) -> int:
+        if text.startswith('{"_aws"'):
+            self._hiding = True
+        elif not (self._hiding and text == "\n"):
+            self._hiding = False
+            self.target.write(text)
+        else:
+            self._hiding = False
+        return len(text)
+
+    def flush(self) -> None:
+        self.target.flush()
 
 
 def run(args: argparse.Namespace) -> int:
+    # The handlers run in-process: keep their metric blobs and JSON logs off the screen.
+    quiet = {"POWERTOOLS_METRICS_DISABLED": "true", "POWERTOOLS_LOG_LEVEL": "ERROR"}
+    with (
+        mock.patch.dict(os.environ, quiet),
+        warnings.catch_warnings(),
+        contextlib.redirect_stdout(_HideMetricBlobs(sys.stdout)),
+    ):
+        warnings.filterwarnings("ignore", message="No application metrics to publish")
+        return _run_parts(args)
+
+
+def _run_parts(args: argparse.Namespace) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="experiture-demo-"))
     try:
         with running_sandbox(speed=args.speed, data_dir=str(workdir / "sandbox")) as sandbox:
