@@ -12,7 +12,7 @@ False
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
@@ -107,12 +107,9 @@ class BatchJobStatus(_JobStatus):
 # Import jobs -------------------------------------------------------------------------------------
 
 
-class ImportJobInit(Request):
-    """``POST /import-jobs``: the target object, the file, and what to build from the import."""
+class ListOptions(_Wire):
+    """The init's optional fields: what to build from the imported records (list, audience, profiles)."""
 
-    object_name: str = Field(min_length=1)
-    file_name: str = Field(min_length=1)
-    file_size: int = Field(gt=0)
     create_list: bool | None = None
     list_name: str | None = None
     target_list_id: str | None = None
@@ -121,19 +118,21 @@ class ImportJobInit(Request):
     audience_name: str | None = None
 
     @model_validator(mode="after")
-    def _conditional_names(self) -> ImportJobInit:
-        check_conditional_names(self.create_list, self.list_name, self.create_audience, self.audience_name)
+    def _conditional_names(self) -> Self:
+        # The docs' "Cond." fields: a list or audience to create needs a name.
+        if self.create_list and not self.list_name:
+            raise ValueError("listName is required when createList is true")
+        if self.create_audience and not self.audience_name:
+            raise ValueError("audienceName is required when createAudience is true")
         return self
 
 
-def check_conditional_names(
-    create_list: bool | None, list_name: str | None, create_audience: bool | None, audience_name: str | None
-) -> None:
-    """The docs' "Cond." fields: a list or audience to create needs a name."""
-    if create_list and not list_name:
-        raise ValueError("listName is required when createList is true")
-    if create_audience and not audience_name:
-        raise ValueError("audienceName is required when createAudience is true")
+class ImportJobInit(Request, ListOptions):
+    """``POST /import-jobs``: the target object, the file, and what to build from the import."""
+
+    object_name: str = Field(min_length=1)
+    file_name: str = Field(min_length=1)
+    file_size: int = Field(gt=0)
 
 
 class UploadSlot(Response):
@@ -153,14 +152,18 @@ class SaveAsTemplate(Request):
     name: str = Field(min_length=1)
 
 
-class ImportMapping(Request):
-    """``POST /import-jobs/{id}/mapping``: either sourceFields + fieldMap, or a saved templateId."""
+class MappingFields(_Wire):
+    """The mapping's fields: explicit columns, or a saved template; and the processing mode."""
 
     source_fields: dict[str, str] | None = None
     field_map: dict[str, str] | None = None
     import_mode: ImportMode | None = None
     template_id: str | None = None
     save_as_template: SaveAsTemplate | None = None
+
+
+class ImportMapping(Request, MappingFields):
+    """``POST /import-jobs/{id}/mapping``: either sourceFields + fieldMap, or a saved templateId."""
 
     @model_validator(mode="after")
     def _mapping_or_template(self) -> ImportMapping:

@@ -15,42 +15,22 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
-from pydantic.alias_generators import to_camel
+from pydantic import ConfigDict, Field, model_validator
 
-from experiture_ingest.client.models import ImportMapping, ImportMode, SaveAsTemplate, check_conditional_names
+from experiture_ingest.client.models import ImportMapping, ListOptions, MappingFields
 
-_INIT_FIELDS = (
-    "create_list",
-    "list_name",
-    "target_list_id",
-    "auto_profile_after_import",
-    "create_audience",
-    "audience_name",
-)
+INIT_FIELDS = tuple(ListOptions.model_fields)
 
 
-class FileOptions(BaseModel):
+class FileOptions(ListOptions, MappingFields):
     """Init options, mapping (explicit, a saved template, or inferred when absent) and import mode."""
 
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+    model_config = ConfigDict(extra="forbid")
 
     object_name: str | None = Field(default=None, min_length=1, description="Overrides the folder name")
-    create_list: bool | None = None
-    list_name: str | None = None
-    target_list_id: str | None = None
-    auto_profile_after_import: bool | None = None
-    create_audience: bool | None = None
-    audience_name: str | None = None
-    field_map: dict[str, str] | None = None
-    source_fields: dict[str, str] | None = None
-    template_id: str | None = None
-    save_as_template: SaveAsTemplate | None = None
-    import_mode: ImportMode | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> FileOptions:
-        check_conditional_names(self.create_list, self.list_name, self.create_audience, self.audience_name)
         if self.template_id and (self.field_map or self.source_fields):
             raise ValueError("give either templateId or fieldMap/sourceFields, not both")
         if self.source_fields and not self.field_map:
@@ -64,7 +44,7 @@ class FileOptions(BaseModel):
 
     def init_fields(self) -> dict[str, Any]:
         """Keyword arguments for :class:`~experiture_ingest.client.ImportJobInit`."""
-        return {name: getattr(self, name) for name in _INIT_FIELDS if getattr(self, name) is not None}
+        return {name: getattr(self, name) for name in INIT_FIELDS if getattr(self, name) is not None}
 
     def mapping(self) -> ImportMapping | None:
         """The mapping to send as configured, or None when it must be inferred from the file."""

@@ -27,7 +27,7 @@ import pydantic
 from pydantic.alias_generators import to_camel
 
 from experiture_ingest.files.layout import INCOMING_PREFIX, config_key, object_name_from_key
-from experiture_ingest.files.options import FileOptions
+from experiture_ingest.files.options import INIT_FIELDS, FileOptions
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -38,17 +38,7 @@ CONFIG_MAX_BYTES = 64 * 1024
 # The scalar options a user may set one by one as S3 user metadata (kebab-case of the API's names).
 _METADATA_FIELDS = {
     f"{METADATA_PREFIX}{name.replace('_', '-')}": to_camel(name)
-    for name in (
-        "object_name",
-        "create_list",
-        "list_name",
-        "target_list_id",
-        "auto_profile_after_import",
-        "create_audience",
-        "audience_name",
-        "template_id",
-        "import_mode",
-    )
+    for name in ("object_name", *INIT_FIELDS, "template_id", "import_mode")
 }
 
 
