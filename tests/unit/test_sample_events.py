@@ -1,0 +1,67 @@
+"""The sample events under events/ stay valid for the code that consumes them."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from aws_lambda_powertools.utilities.data_classes import S3Event, SQSEvent
+
+from experiture_ingest.files import import_tasks as tasks
+from experiture_ingest.files.handoff import ImportRun
+from experiture_ingest.files.routing import decode_event_key
+
+EVENTS = Path(__file__).resolve().parents[2] / "events"
+
+
+def load(name: str) -> dict:
+    return json.loads((EVENTS / name).read_text())
+
+
+def test_every_sample_event_is_used_here():
+    checked = {
+        "import_run.json",
+        "import_job_prepare.json",
+        "import_job_state.json",
+        "s3_object_created.json",
+        "s3_object_created_encoded_key.json",
+        "s3_object_created_unsupported.json",
+        "sqs_record_batch.json",
+        "sqs_record_batch_fifo.json",
+        "sqs_settle_ticket.json",
+    }
+    assert {p.name for p in EVENTS.glob("*.json")} == checked
+
+
+def test_execution_input_and_task_events_validate():
+    # Given the state machine input a user could start by hand
+    run = ImportRun.model_validate(load("import_run.json"))
+    assert run.source.key.startswith("incoming/contacts/")
+    # When the Prepare task turns its event into the state document, then it matches the sample
+    prepare = load("import_job_prepare.json")
+    execution = prepare["execution"]
+    state = tasks.prepare(prepare["input"], execution["name"], execution["startTime"], datetime.now(UTC))
+    sample = tasks.ImportState.model_validate(load("import_job_state.json"))
+    assert state.run == sample.run
+    assert state.progress.execution_name == sample.progress.execution_name
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["s3_object_created.json", "s3_object_created_encoded_key.json", "s3_object_created_unsupported.json"],
+)
+def test_s3_samples_parse(name):
+    event = S3Event(load(name))
+    for record in event.records:
+        assert record.s3.bucket.name
+        assert decode_event_key(record.s3.get_object.key)
+
+
+@pytest.mark.parametrize(
+    "name", ["sqs_record_batch.json", "sqs_record_batch_fifo.json", "sqs_settle_ticket.json"]
+)
+def test_sqs_samples_parse(name):
+    records = list(SQSEvent(load(name)).records)
+    assert records and all(r.body and r.message_id for r in records)
