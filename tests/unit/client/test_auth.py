@@ -143,3 +143,46 @@ def test_malformed_secret_names_the_variable(monkeypatch):
     client = api.ExperitureClient("https://api.example.test/public/v1", auth, transport=script.transport)
     with pytest.raises(api.SettingsError, match="^EXPERITURE_SECRET_ARN: the secret must hold"):
         client.get_object_schema("c")
+
+
+@mock_aws
+def test_a_rotated_secret_is_picked_up_on_401_without_waiting_for_the_cache(monkeypatch):
+    # Given a static token in Secrets Manager, read once and cached for 5 minutes
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    secrets = boto3.client("secretsmanager")
+    arn = secrets.create_secret(Name="rotating", SecretString='{"token": "old-token"}')["ARN"]
+    script = Script(httpx.Response(200, json=SCHEMA))
+    client = api.ExperitureClient(
+        "https://api.example.test/public/v1",
+        api.SecretAuth(arn, default_token_url=TOKEN_URL, max_age_seconds=300),
+        transport=script.transport,
+    )
+    client.get_object_schema("c")
+    # When the secret is rotated and the API starts refusing the old token
+    secrets.put_secret_value(SecretId=arn, SecretString='{"token": "new-token"}')
+    script.answers += [
+        httpx.Response(401, json=error_body("CDP_ETL.AUTH.UNAUTHORIZED")),
+        httpx.Response(200, json=SCHEMA),
+    ]
+    client.get_object_schema("c")
+    # Then the 401 made the client read the secret afresh and replay once with the new token
+    assert [r.headers["Authorization"] for r in script.requests] == [
+        "Bearer old-token",
+        "Bearer old-token",
+        "Bearer new-token",
+    ]
+
+
+@mock_aws
+def test_401_with_an_unchanged_secret_is_not_replayed(monkeypatch):
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    arn = boto3.client("secretsmanager").create_secret(Name="same", SecretString='{"token": "t"}')["ARN"]
+    script = Script(httpx.Response(401, json=error_body("CDP_ETL.AUTH.UNAUTHORIZED")))
+    client = api.ExperitureClient(
+        "https://api.example.test/public/v1",
+        api.SecretAuth(arn, default_token_url=TOKEN_URL),
+        transport=script.transport,
+    )
+    with pytest.raises(api.AuthenticationError):
+        client.get_object_schema("c")
+    assert len(script.requests) == 1

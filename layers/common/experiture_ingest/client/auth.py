@@ -153,11 +153,10 @@ def auth_from_secret(secret: Mapping[str, Any], *, default_token_url: str) -> ht
 class SecretAuth(httpx.Auth):
     """Credentials from Secrets Manager, cached by Powertools Parameters across warm invocations.
 
-    A rotated secret is picked up when the cache ages out; the inner auth (and its token cache) is
-    kept for as long as the secret's content is unchanged.
+    A rotated secret is picked up when the cache ages out, or at once when the API answers 401 (the
+    secret is read again, bypassing the cache, and the request replayed once if it changed). The inner
+    auth (and its token cache) is kept for as long as the secret's content is unchanged.
     """
-
-    requires_response_body = True
 
     def __init__(self, secret_arn: str, *, default_token_url: str, max_age_seconds: int = 300) -> None:
         self._arn = secret_arn
@@ -170,11 +169,13 @@ class SecretAuth(httpx.Auth):
     def __repr__(self) -> str:
         return f"SecretAuth({self._arn!r})"
 
-    def _current(self) -> httpx.Auth:
+    def _current(self, *, force_fetch: bool = False) -> httpx.Auth:
         from aws_lambda_powertools.utilities import parameters
 
         try:
-            secret = parameters.get_secret(self._arn, transform="json", max_age=self._max_age)
+            secret = parameters.get_secret(
+                self._arn, transform="json", max_age=self._max_age, force_fetch=force_fetch
+            )
         except parameters.exceptions.TransformParameterError:
             raise SettingsError("EXPERITURE_SECRET_ARN: the secret is not a JSON object") from None
         except parameters.exceptions.GetParameterError as exc:
@@ -190,7 +191,26 @@ class SecretAuth(httpx.Auth):
             return self._inner
 
     def sync_auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        return (yield from self._current().sync_auth_flow(request))
+        auth = self._current()
+        response = yield from _last_response(auth.sync_auth_flow(request))
+        if response is not None and response.status_code == 401:
+            fresh = self._current(force_fetch=True)
+            if fresh is not auth:  # the secret was rotated: one replay with the new credentials
+                yield from _last_response(fresh.sync_auth_flow(request))
+
+
+def _last_response(
+    flow: Generator[httpx.Request, httpx.Response, None],
+) -> Generator[httpx.Request, httpx.Response, httpx.Response | None]:
+    """Drive an auth flow and return the last response it saw."""
+    response = None
+    try:
+        outgoing = next(flow)
+        while True:
+            response = yield outgoing
+            outgoing = flow.send(response)
+    except StopIteration:
+        return response
 
 
 __all__ = ["BearerToken", "ClientCredentials", "ExperitureError", "SecretAuth", "auth_from_secret"]
