@@ -16,6 +16,7 @@ import shutil
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -267,13 +268,13 @@ def api_endpoint(
         if key is None:
             return await run_in_threadpool(_run, call, handler, optional_body)
         state["idempotency_key"] = key
-        if not (1 <= len(key) <= 255) or not key.isprintable():
+        if not _is_uuid4(key):
             return error_response(
                 request,
                 ApiError(
                     400,
                     "CDP_ETL.VALIDATION.REQUEST_INVALID",
-                    "invalid Idempotency-Key",
+                    "Idempotency-Key must be a UUID v4",
                     path="Idempotency-Key",
                 ),
             )
@@ -366,3 +367,12 @@ def _run(call: Call, handler: Handler, optional_body: bool) -> Response:
 
 
 __all__ = ["ApiError", "Call", "Sandbox", "api_endpoint", "error_body", "new_id", "object_schema"]
+
+
+def _is_uuid4(key: str) -> bool:
+    """The conventions page asks for a UUID v4 key; anything else is refused, so a client that
+    sends another format finds out here rather than in production."""
+    try:
+        return uuid.UUID(key).version == 4 and len(key) == 36
+    except ValueError:
+        return False

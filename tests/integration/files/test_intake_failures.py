@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 
@@ -77,3 +78,50 @@ def test_upload_urls_never_reach_the_logs(env, invoke, caplog):
     assert env.summary("incoming/contacts/logged.csv")["uploadAttempts"] == 2
     text = "\n".join(record.getMessage() for record in caplog.records)
     assert "signature=" not in text and "expires=" not in text
+
+
+def test_an_s3_read_that_breaks_mid_stream_is_retried_from_byte_zero(env, invoke, monkeypatch):
+    # Given a 3 MiB file whose first S3 read stream breaks after its first chunk
+    from botocore.exceptions import ResponseStreamingError
+    from botocore.response import StreamingBody
+
+    body = b"email\n" + b"someone@example.com\n" * (3 * 1024 * 1024 // 20)
+    key = "incoming/contacts/flaky-read.csv"
+    event = env.drop(key, body)
+    original_read = StreamingBody.read
+    reads = {"n": 0}
+
+    def flaky_read(self, amt=None):
+        reads["n"] += 1
+        if reads["n"] == 2:
+            raise ResponseStreamingError(error=ConnectionResetError("connection reset by peer"))
+        return original_read(self, amt)
+
+    monkeypatch.setattr(StreamingBody, "read", flaky_read)
+    # When the intake handles it
+    invoke(event)
+    # Then the upload started again from byte 0 with a fresh read, and the slot holds the exact bytes
+    summary = env.summary(key)
+    assert summary["outcome"] == "uploaded", summary
+    assert summary["uploadAttempts"] == 2
+    assert env.sandbox.admin.upload_bytes(summary["jobId"]) == body
+
+
+def test_step_functions_unreachable_is_a_retried_failure_with_a_summary(env, invoke, monkeypatch):
+    # Given Step Functions cannot be reached
+    from botocore.exceptions import EndpointConnectionError
+
+    def unreachable(**kwargs):
+        raise EndpointConnectionError(endpoint_url="https://states.us-east-1.amazonaws.com")
+
+    monkeypatch.setattr(app.intake().sfn, "describe_execution", unreachable)
+    key = "incoming/contacts/no-sfn.csv"
+    # When a file is dropped, then the invocation fails (Lambda retries it, then dead-letters it)
+    with pytest.raises(app.IntakeFailedError):
+        invoke(env.drop(key, CSV))
+    # And the summary says why, without a stack trace, and no import job was created
+    summary = env.summary(key)
+    assert summary["outcome"] == "failed" and summary["willRetry"] is True
+    assert summary["reason"]["code"] == "EndpointConnectionError"
+    assert "Traceback" not in json.dumps(summary)
+    assert env.sandbox.admin.import_jobs() == []

@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import httpx
@@ -24,10 +25,11 @@ ROOT = Path(__file__).resolve().parents[3]
 def test_admin_lists_records_jobs_and_requests_then_reset_clears(
     api: httpx.Client, sandbox: SandboxHandle
 ) -> None:
+    key = str(uuid.uuid4())
     api.post(
         "/records/contacts/upsert",
         json={"record": {"email": "a@example.com"}},
-        headers={"Idempotency-Key": "k1"},
+        headers={"Idempotency-Key": key},
     )
     job_id = api.post(
         "/records/contacts/append-batch", json={"records": [{"email": "b@example.com"}]}
@@ -38,7 +40,7 @@ def test_admin_lists_records_jobs_and_requests_then_reset_clears(
     assert rows[1]["source"] == f"job:{job_id}"
     assert [j["jobId"] for j in sandbox.admin.batch_jobs()] == [job_id]
     reqs = sandbox.admin.requests(method="POST")
-    assert reqs[0]["idempotencyKey"] == "k1" and reqs[0]["clientId"] == "static-token"
+    assert reqs[0]["idempotencyKey"] == key and reqs[0]["clientId"] == "static-token"
     assert all(r["correlationId"] for r in reqs)
     # And the records are in a SQLite file any tool can open
     with sqlite3.connect(sandbox.db_path) as db:

@@ -174,3 +174,11 @@ def test_client_errors_are_stored_and_replayed(api: httpx.Client) -> None:
     )
     assert first.status_code == again.status_code == 400
     assert again.headers["Idempotent-Replayed"] == "true"
+
+
+@pytest.mark.parametrize("key", ["k1", "not-a-uuid", "6f1c3c52-9d0e-1c7e-9a43-0d6b8c1f2e55", "x" * 300])
+def test_an_idempotency_key_that_is_not_a_uuid4_is_refused(api: httpx.Client, key: str) -> None:
+    # The conventions page: "Idempotency-Key header (UUID v4)"
+    resp = api.post("/records/contacts/upsert-batch", json=BODY, headers={"Idempotency-Key": key})
+    assert resp.status_code == 400
+    assert resp.json()["error"]["details"]["path"] == "Idempotency-Key"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import time
+import uuid
 
 import httpx
 import pytest
@@ -483,7 +484,7 @@ def test_a_start_refused_for_concurrency_succeeds_later_with_the_same_idempotenc
     sandbox.admin.configure(importJobSeconds=30, maxRunningImports=1)
     first, second = _ready_job(api), _ready_job(api)
     assert api.post(f"/import-jobs/{first}/start").status_code == 200
-    headers = {"Idempotency-Key": "start-second-once"}
+    headers = {"Idempotency-Key": str(uuid.uuid4())}
     # When the second start is refused (429 is not stored under the key), then retried once the slot frees
     assert api.post(f"/import-jobs/{second}/start", headers=headers).status_code == 429
     sandbox.admin.fail_job(first)

@@ -140,3 +140,18 @@ def test_error_file_not_found_is_permanent(make_client):
     with pytest.raises(api.ExperitureError) as caught:
         list(make_client(Script(httpx.Response(404))).iter_error_file("https://e.test/f"))
     assert not caught.value.retryable
+
+
+class BreaksMidStream(httpx.SyncByteStream):
+    def __iter__(self):
+        yield b'{"rowNumber": 1, "error": "x"}\n'
+        raise httpx.ReadError("connection reset by peer")
+
+
+def test_error_file_that_breaks_mid_download_is_a_transient_error(make_client):
+    # Given storage that resets the connection halfway through the errors file
+    script = Script(lambda request: httpx.Response(200, stream=BreaksMidStream()))
+    # When it is read, then the caller gets the project's retryable TransportError, without the query
+    with pytest.raises(api.TransportError) as caught:
+        list(make_client(script).iter_error_file("https://e.example.test/f?sig=SECRETSIG"))
+    assert caught.value.retryable and "SECRETSIG" not in str(caught.value)

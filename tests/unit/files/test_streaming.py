@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from experiture_ingest.client import TransportError
 from experiture_ingest.files.streaming import ReadAhead
 
 
@@ -77,6 +78,7 @@ def test_a_source_error_reaches_the_consumer():
                 raise ConnectionResetError("S3 connection reset")
             return super().read(n)
 
-    # When iterated, then the consumer sees the error (and the upload attempt fails, to be retried)
-    with pytest.raises(ConnectionResetError):
+    # When iterated, then the consumer sees a retryable error (the upload starts again from byte 0)
+    with pytest.raises(TransportError, match="ConnectionResetError") as caught:
         list(ReadAhead(Failing(10_000), chunk_bytes=100, max_chunks=2))
+    assert caught.value.retryable

@@ -43,6 +43,7 @@ from experiture_ingest.client.errors import (
     WriteConflictError,
     error_from_response,
 )
+from experiture_ingest.client.idempotency import derived_key
 from experiture_ingest.client.models import (
     BatchAccepted,
     BatchJobStatus,
@@ -112,6 +113,7 @@ __all__ = [
     "WriteConflictError",
     "auth_from_secret",
     "client_from_env",
+    "derived_key",
     "encode_json",
     "error_from_response",
     "parse_retry_after",

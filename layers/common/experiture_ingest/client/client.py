@@ -306,6 +306,10 @@ class ExperitureClient:
                 error: ExperitureError = _upload_error(response, where)
             except httpx.TransportError as exc:
                 error = TransportError(f"{where}: {_describe(exc)}")
+            except ExperitureError as exc:
+                if not exc.retryable:  # e.g. a source shorter than declared: retrying cannot help
+                    raise
+                error = exc  # the source broke mid-read: restart from byte 0
             finally:
                 close = getattr(body, "close", None)
                 if callable(close):
@@ -315,6 +319,13 @@ class ExperitureClient:
     def iter_error_file(self, url: str) -> Iterator[bytes]:
         """The errors file at ``url``, streamed in chunks (constant memory)."""
         require_secure_url(url)
+        try:
+            yield from self._stream_error_file(url)
+        except (httpx.TransportError, httpx.StreamError) as exc:
+            # A connection that breaks mid-download is transient: the caller starts the copy again.
+            raise TransportError(f"GET {redact_url(url)}: {_describe(exc)}") from None
+
+    def _stream_error_file(self, url: str) -> Iterator[bytes]:
         with self._http.stream("GET", url, auth=None) as response:
             if response.status_code == 403:
                 raise ErrorFileExpiredError(f"errors file URL {redact_url(url)} has expired", status=403)
@@ -443,7 +454,7 @@ def _upload_error(response: httpx.Response, where: str) -> ExperitureError:
     return UploadError(f"{where} refused (HTTP {status}): {response.text[:200]}", status=status)
 
 
-def _describe(exc: httpx.TransportError) -> str:
+def _describe(exc: httpx.TransportError | httpx.StreamError) -> str:
     kind = type(exc).__name__
     # httpx messages name the host at most; never the query string, but redact defensively.
     text = str(exc).split("?", 1)[0]

@@ -39,6 +39,7 @@ from experiture_ingest.client import (
     RetryPolicy,
     WriteConflictError,
 )
+from experiture_ingest.client.idempotency import derived_key
 from experiture_ingest.files.handoff import ImportRun, PollSettings
 from experiture_ingest.files.mapping import MappingPlan, plan_mapping
 
@@ -193,7 +194,7 @@ def set_mapping(state: ImportState, deps: TaskDeps) -> ImportState:
     if state.mapping is None:
         raise ValueError("no mapping was planned; the PlanMapping state must run first")
     answer = deps.client.set_mapping(
-        run.job_id, state.mapping.request(), idempotency_key=f"{run.job_id}-mapping"
+        run.job_id, state.mapping.request(), idempotency_key=derived_key(run.job_id, "mapping")
     )
     state.progress.remember(answer.correlation_id)
     state.progress.next = "start"
@@ -207,8 +208,9 @@ def start(state: ImportState, deps: TaskDeps) -> ImportState:
     run, progress = state.run, state.progress
     now = deps.now()
     progress.phase_started_at = progress.phase_started_at or now
-    # A fresh key per attempt: the API remembers a refusal under its key and would replay it.
-    key = f"{run.job_id}-start-{progress.attempts}"
+    # One key for every attempt: a refused start (429) is not stored under it, and a lost answer to
+    # a start that did run is replayed instead of starting twice.
+    key = derived_key(run.job_id, "start")
     try:
         answer = deps.client.start_import(run.job_id, idempotency_key=key)
         progress.remember(answer.correlation_id)

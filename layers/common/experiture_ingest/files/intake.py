@@ -15,6 +15,7 @@ Steps, each visible to the user in ``results/<key>.json`` and the object's tags:
    fresh job (a new, still deterministic, key) and its id recorded.
 5. **Hand off** to the import state machine (:class:`~experiture_ingest.files.handoff.ImportRun`).
 
+>>> import uuid
 >>> key = idempotency_key("b", "incoming/contacts/a.csv", "v1", None)
 >>> key == idempotency_key("b", "incoming/contacts/a.csv", "v1", None), uuid.UUID(key).version
 (True, 4)
@@ -30,13 +31,12 @@ import hashlib
 import json
 import logging
 import re
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import BaseModel, ConfigDict, Field
 
 from experiture_ingest.client import (
@@ -50,6 +50,7 @@ from experiture_ingest.client import (
     UploadSlot,
     UploadSlotExpiredError,
 )
+from experiture_ingest.client.idempotency import derived_key
 from experiture_ingest.files.formats import FileFormat, detect_format, supported_extensions
 from experiture_ingest.files.handoff import ImportRun, IntakeRecord, PollSettings, SourceObject
 from experiture_ingest.files.layout import INCOMING_PREFIX
@@ -149,8 +150,7 @@ def idempotency_key(
     bucket: str, key: str, version_id: str | None, etag: str | None, generation: int = 1
 ) -> str:
     """A UUID (v4-shaped, as the API asks) determined by the object version and the job generation."""
-    digest = hashlib.sha256(_identity(bucket, key, version_id, etag) + f"\0{generation}".encode()).digest()
-    return str(uuid.UUID(bytes=digest[:16], version=4))
+    return derived_key(_identity(bucket, key, version_id, etag), str(generation))
 
 
 def execution_name(bucket: str, key: str, version_id: str | None, etag: str | None) -> str:
@@ -223,7 +223,7 @@ class Intake:
             )
         except Refusal as refusal:
             return self._refuse(file, refusal, tag=refusal.code != "OBJECT_GONE")
-        except ClientError as exc:
+        except (ClientError, BotoCoreError) as exc:
             return self._aws_failure(file, exc, "read the object or its config")
 
         object_name = options.object_name or folder
@@ -235,7 +235,11 @@ class Intake:
             options=options.wire(),
             executionName=name,
         )
-        if self._execution_exists(self._execution_arn(name)):
+        try:
+            handed_off = self._execution_exists(self._execution_arn(name))
+        except (ClientError, BotoCoreError) as exc:
+            return self._aws_failure(file, exc, "check for a previous hand-off")
+        if handed_off:
             logger.info("object version already handed off as %s; duplicate event ignored", name)
             return IntakeOutcome("duplicate", file.summary)
 
@@ -249,7 +253,7 @@ class Intake:
             slot, result = self._init_and_upload(file, request, fmt)
         except ExperitureError as exc:
             return self._api_failure(file, exc)
-        except ClientError as exc:
+        except (ClientError, BotoCoreError) as exc:
             return self._aws_failure(file, exc, "read the object")
 
         uploaded = self._clock()
@@ -457,8 +461,11 @@ class Intake:
         self._report(file, tag=True)
         return IntakeOutcome(outcome, file.summary, retry=retry, abandoned_job_ids=file.abandoned)
 
-    def _aws_failure(self, file: _File, exc: ClientError, step: str) -> IntakeOutcome:
-        error = exc.response.get("Error", {})
+    def _aws_failure(self, file: _File, exc: ClientError | BotoCoreError, step: str) -> IntakeOutcome:
+        if isinstance(exc, ClientError):
+            error = exc.response.get("Error", {})
+        else:  # no answer from AWS (endpoint, timeout, a broken stream): the class says what happened
+            error = {"Code": type(exc).__name__, "Message": "no usable answer from AWS"}
         file.summary.update(
             outcome="failed",
             reason={"code": error.get("Code"), "message": f"could not {step}: {error.get('Message')}"},

@@ -19,6 +19,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any, Protocol
 
+from experiture_ingest.client.errors import ExperitureError, TransportError
+
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
@@ -71,8 +73,13 @@ class ReadAhead:
                     break
                 if not self._put(chunk):
                     return
-        except BaseException as exc:  # handed to the consumer, which raises it in its own thread
+        except ExperitureError as exc:  # handed to the consumer, which raises it in its own thread
             self._put(_Failed(exc))
+            return
+        except Exception as exc:
+            # A read that breaks mid-stream (botocore's ResponseStreamingError, a read timeout) is
+            # transient: the upload starts again from byte 0 with a fresh GET.
+            self._put(_Failed(TransportError(f"reading the source failed: {type(exc).__name__}")))
             return
         self._put(_DONE)
 

@@ -22,17 +22,16 @@ known as records are added without serializing the batch again.
 from __future__ import annotations
 
 import hashlib
-import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from experiture_ingest.client import encode_json
+from experiture_ingest.client.idempotency import derived_key
 from experiture_ingest.limits import BATCH_MAX_BYTES, BATCH_MAX_RECORDS
 from experiture_ingest.streams.contract import Target
 
 # Idempotency keys are UUIDs (as the API documents) derived by name from the request's content.
-_KEY_NAMESPACE = uuid.UUID("6f1c3c52-9d0e-4c7e-9a43-0d6b8c1f2e55")
 
 
 @dataclass
@@ -131,7 +130,7 @@ class PackedRequest:
             digest.update(b"\x00" + message.message_id.encode() + b"\x00")
             for encoded in message.encoded:
                 digest.update(hashlib.sha256(encoded).digest())
-        return str(uuid.uuid5(_KEY_NAMESPACE, digest.hexdigest()))
+        return derived_key(digest.digest())
 
     def record_location(self, index: int) -> tuple[StagedMessage, int] | None:
         """Which message holds record ``index`` of this request, and where in it."""

@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -37,6 +36,7 @@ from experiture_ingest.client import (
     NotFoundError,
     encode_json,
 )
+from experiture_ingest.client.idempotency import derived_key
 from experiture_ingest.limits import BATCH_JOB_POLL
 from experiture_ingest.streams.contract import Target, envelope
 from experiture_ingest.streams.deadletters import DeadLetter, DeadLetterQueue
@@ -52,7 +52,6 @@ PAYLOAD_PREFIX = "payloads/"
 REPORT_PREFIX = "reports/"
 SETTLED_TAG = "experiture-settled"
 JOB_FAILED = "STREAM.JOB_FAILED"
-_REDRIVE_NAMESPACE = uuid.UUID("2b7d0a8e-4f7b-4c61-8a3e-5d0c9b1e7f21")
 _SQS_MAX_DELAY = 900
 
 
@@ -77,7 +76,7 @@ def report_key(object_name: str, job_id: str, when: datetime | None = None) -> s
 
 def redrive_key(idempotency_key: str, attempt: int) -> str:
     """The Idempotency-Key of re-drive number ``attempt``: a duplicated ticket re-sends the same key."""
-    return str(uuid.uuid5(_REDRIVE_NAMESPACE, f"{idempotency_key}:{attempt}"))
+    return derived_key("redrive", idempotency_key, str(attempt))
 
 
 @dataclass(frozen=True)
