@@ -186,3 +186,16 @@ def test_401_with_an_unchanged_secret_is_not_replayed(monkeypatch):
     with pytest.raises(api.AuthenticationError):
         client.get_object_schema("c")
     assert len(script.requests) == 1
+
+
+def test_token_endpoint_throttling_is_retried_after_its_retry_after(make_client, clock):
+    # Given a token endpoint that throttles once
+    script = Script(
+        httpx.Response(429, json={"error": "slow_down"}, headers={"Retry-After": "3"}),
+        token("T1"),
+        httpx.Response(200, json=SCHEMA),
+    )
+    # When a call needs a token, then it waits as asked and succeeds
+    make_client(script, auth=credentials()).get_object_schema("contacts")
+    assert clock.sleeps == [3.0]
+    assert script.requests[-1].headers["Authorization"] == "Bearer T1"

@@ -155,3 +155,16 @@ def test_error_file_that_breaks_mid_download_is_a_transient_error(make_client):
     with pytest.raises(api.TransportError) as caught:
         list(make_client(script).iter_error_file("https://e.example.test/f?sig=SECRETSIG"))
     assert caught.value.retryable and "SECRETSIG" not in str(caught.value)
+
+
+def test_storage_refusal_keeps_only_the_error_code(make_client):
+    # Given storage that echoes the pre-signed query string in its error body
+    body = (
+        "<Error><Code>AuthorizationQueryParametersError</Code><Message>X-Amz-Credential=AKIA/SIG-999 "
+        "is malformed</Message></Error>"
+    )
+    with pytest.raises(api.UploadError) as caught:
+        make_client(Script(httpx.Response(400, text=body))).upload(SLOT, lambda: io.BytesIO(b"abc"), 3)
+    # Then the message names the code, and nothing the storage echoed
+    assert caught.value.code == "AuthorizationQueryParametersError"
+    assert "SIG-999" not in str(caught.value) and "AKIA" not in str(caught.value)

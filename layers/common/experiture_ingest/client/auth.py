@@ -24,9 +24,11 @@ import httpx
 from experiture_ingest.client.errors import (
     AuthenticationError,
     ExperitureError,
+    RateLimitedError,
     ServerError,
     SettingsError,
 )
+from experiture_ingest.client.retry import parse_retry_after
 from experiture_ingest.client.settings import require_secure_url
 
 
@@ -110,9 +112,13 @@ class ClientCredentials(httpx.Auth):
             payload = response.json()
         except ValueError:
             payload = None
-        if response.status_code >= 500:
-            raise ServerError(
-                f"token endpoint answered HTTP {response.status_code}", status=response.status_code
+        status = response.status_code
+        if status >= 500 or status == 429:  # transient: the client's retry policy takes it from here
+            error = RateLimitedError if status == 429 else ServerError
+            raise error(
+                f"token endpoint answered HTTP {status}",
+                status=status,
+                retry_after=parse_retry_after(response.headers.get("Retry-After")),
             )
         if response.status_code != 200 or not isinstance(payload, dict) or "access_token" not in payload:
             reason = payload.get("error") if isinstance(payload, dict) else None

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -451,7 +452,16 @@ def _upload_error(response: httpx.Response, where: str) -> ExperitureError:
         )
     if status >= 500 or status in {408, 429}:
         return UploadServerError(f"{where} failed (HTTP {status})", status=status, retry_after=retry_after)
-    return UploadError(f"{where} refused (HTTP {status}): {response.text[:200]}", status=status)
+    # Only the storage's error code: its message or body may echo the pre-signed query string.
+    code = _STORAGE_CODE.search(response.text[:4096])
+    return UploadError(
+        f"{where} refused (HTTP {status}{': ' + code.group(1) if code else ''})",
+        status=status,
+        code=code.group(1) if code else None,
+    )
+
+
+_STORAGE_CODE = re.compile(r"<Code>([A-Za-z0-9_.-]{1,64})</Code>")
 
 
 def _describe(exc: httpx.TransportError | httpx.StreamError) -> str:
