@@ -440,18 +440,25 @@ async def upload(request: Request) -> Response:
     if received != length:
         part.unlink(missing_ok=True)
         return storage_error(400, "IncompleteBody", "The body does not match Content-Length")
-    os.replace(part, target)  # the last complete upload wins
     info = {"complete": True, "bytes": received, "sha256": sha.hexdigest(), "uploadedAt": now_iso()}
 
-    def record() -> None:
+    def record() -> str | None:
+        # State check and rename in one transaction: a slow PUT that ends after the job started must
+        # not replace the file the job is reading.
         with sandbox.store.tx() as c:
             row = c.execute("SELECT doc FROM import_jobs WHERE job_id = ?", (job_id,)).fetchone()
-            if row is not None:
-                current = json.loads(row["doc"])
-                current["upload"] = info
-                sandbox.store.put_job(TABLE, current, c)
+            current = json.loads(row["doc"]) if row is not None else None
+            if current is None or current["state"] not in ("pending", "ready"):
+                part.unlink(missing_ok=True)
+                return current["state"] if current else "gone"
+            os.replace(part, target)  # the last complete upload wins
+            current["upload"] = info
+            sandbox.store.put_job(TABLE, current, c)
+            return None
 
-    await run_in_threadpool(record)
+    closed = await run_in_threadpool(record)
+    if closed:
+        return storage_error(409, "InvalidObjectState", f"The import job is {closed}; the slot is closed")
     return Response(b"", status_code=200, headers={"ETag": f'"{md5.hexdigest()}"'})
 
 

@@ -124,3 +124,31 @@ def test_reupload_while_pending_last_wins_and_slot_closes_after_start(
     api.post(f"/import-jobs/{slot['jobId']}/start")
     sandbox.admin.wait_job(slot["jobId"])
     assert upload(slot, CSV).status_code == 409
+
+
+def test_a_slow_put_that_ends_after_start_does_not_replace_the_jobs_file(
+    api: httpx.Client, sandbox: SandboxHandle
+) -> None:
+    # Given a job with a complete upload, and a second PUT of other bytes that is still sending
+    sandbox.admin.configure(importJobSeconds=5)
+    other = CSV.replace(b"Ann", b"Bob")
+    slot = init_job(api, "a.csv", CSV)
+    assert upload(slot, CSV).status_code == 200
+    url = urlsplit(slot["uploadUrl"])
+    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=10)
+    conn.putrequest("PUT", f"{url.path}?{url.query}")
+    conn.putheader("Content-Length", str(len(other)))
+    conn.endheaders()
+    conn.send(other[:10])
+    # When the job is mapped and started meanwhile, and the slow PUT then completes
+    api.post(
+        f"/import-jobs/{slot['jobId']}/mapping",
+        json={"sourceFields": {"email_address": "string"}, "fieldMap": {"email_address": "email"}},
+    )
+    assert api.post(f"/import-jobs/{slot['jobId']}/start").status_code == 200
+    conn.send(other[10:])
+    late = conn.getresponse()
+    # Then the late PUT is refused and the running job keeps the file it started with
+    assert late.status == 409
+    assert sandbox.admin.upload_bytes(slot["jobId"]) == CSV
+    conn.close()
