@@ -194,6 +194,55 @@ def test_injected_429s_and_500s_on_every_route_still_complete(imports: Imports):
 
 
 @pytest.mark.slow
+def test_the_state_machine_retries_what_the_client_no_longer_does(
+    imports: Imports, monkeypatch: pytest.MonkeyPatch
+):
+    # Given a client that makes one attempt only (no in-process retry), the mapping route answering 429
+    # once and the poll route answering 500 twice (IntervalSeconds are real seconds on moto: slow)
+    monkeypatch.setenv("EXPERITURE_RETRY_MAX_ATTEMPTS", "1")
+    imports.sandbox.admin.set_faults(
+        {
+            "rules": [
+                {
+                    "method": "POST",
+                    "path": "/public/v1/import-jobs/*/mapping",
+                    "status": 429,
+                    "retryAfter": 0,
+                    "times": 1,
+                },
+                {"method": "GET", "path": "/public/v1/import-jobs/imp_*", "status": 500, "times": 2},
+            ]
+        }
+    )
+    submitted = imports.submit("incoming/contacts/retried.csv", csv_bytes(["email"], [["r@example.com"]]))
+
+    # When it runs
+    done = imports.finish(submitted, timeout=120)
+
+    # Then it completes: the failing requests reached the sandbox, and the state machine's Retry (not
+    # the client) ran the tasks again after the RateLimitedError and the two ServerErrors
+    assert done.execution.status == "SUCCEEDED", done.execution
+    assert done.summary["outcome"] == "completed"
+    assert len(imports.sandbox.admin.records("contacts")) == 1
+    assert [rule["hits"] for rule in imports.sandbox.admin.faults()["rules"]] == [1, 2]
+    requests = imports.sandbox.admin.requests()
+    mapping = [r["status"] for r in requests if r["method"] == "POST" and r["path"].endswith("/mapping")]
+    polls = [
+        r["status"]
+        for r in requests
+        if r["method"] == "GET" and r["path"] == f"/public/v1/import-jobs/{submitted.job_id}"
+    ]
+    assert mapping[:2] == [429, 200]
+    assert polls[:3] == [500, 500, 200]
+    failed = [
+        event["lambdaFunctionFailedEventDetails"]["error"]
+        for event in imports.aws.history(submitted.execution_arn)
+        if event["type"] == "LambdaFunctionFailed"
+    ]
+    assert failed == ["RateLimitedError", "ServerError", "ServerError"]
+
+
+@pytest.mark.slow
 def test_an_eleventh_concurrent_job_waits_then_completes(imports: Imports):
     # Given jobs that run for a while in a workspace that runs at most 10 at once
     imports.sandbox.admin.configure(importJobSeconds=3.0)
