@@ -204,7 +204,7 @@ class LocalStream:
                 QueueUrl=self.dlq_url,
                 MaxNumberOfMessages=10,
                 MessageAttributeNames=["All"],
-                VisibilityTimeout=2,
+                VisibilityTimeout=60,  # longer than reading them all takes; made visible again below
             )
             messages = [m for m in answer.get("Messages", []) if m["MessageId"] not in seen]
             if not messages:

@@ -102,6 +102,42 @@ def test_a_record_the_api_refuses_is_split_out_and_the_rest_lands(
     assert statuses == [202, 422, 202]
 
 
+def test_300_records_with_a_field_the_api_dropped_cost_a_handful_of_requests(
+    stream: LocalStream, sandbox: SandboxHandle
+):
+    # Given the writer's cached schema allows "nickname", which the API then drops from the schema
+    fans = {"email": {"name": "email", "type": "string", "required": True}}
+    nickname = {"name": "nickname", "type": "string"}
+    sandbox.admin.set_schema("fans", {"primaryKey": "email", "fields": [fans["email"], nickname]})
+    target = Target.parse("fans:upsert")
+    send_records(stream.sqs, stream.queue_url, target, [{"email": "warm@example.com"}])
+    run_writer(stream)
+    sandbox.admin.set_schema("fans", {"primaryKey": "email", "fields": [fans["email"]]})
+    # And 300 records that carry it, among 100 that do not, spread over several messages
+    bad = [{"email": f"n{i}@example.com", "nickname": f"nick {i}"} for i in range(300)]
+    good = [{"email": f"g{i}@example.com"} for i in range(100)]
+    mixed = [r for pair in zip(bad[:100], good, strict=True) for r in pair] + bad[100:]
+    assert send_records(stream.sqs, stream.queue_url, target, mixed, max_message_bytes=4096) > 3
+
+    # When the writer runs: the API refuses the first record naming records[i]
+    run_writer(stream)
+    run_settler(stream)
+
+    # Then a handful of POSTs did it (the refusal, then one accepted request), not one per bad record
+    posts = sandbox.admin.requests(method="POST", path="/public/v1/records/fans/")
+    assert [p["status"] for p in posts] == [202, 422, 202]
+    # And every record with the dropped field is dead-lettered with its reason, the others landed
+    letters = stream.dead_letters()
+    assert sorted(r["email"] for d in letters for r in d["body"]["records"]) == sorted(
+        r["email"] for r in bad
+    )
+    assert all("nickname" in d["attributes"]["experiture.errorMessage"] for d in letters)
+    codes = [d["attributes"]["experiture.errorCode"] for d in letters]
+    assert codes.count("CDP_ETL.VALIDATION.SCHEMA_MISMATCH") == 1 and codes.count("UNKNOWN_FIELD") == 299
+    stored = {r["email"] for r in sandbox.admin.records("fans")}
+    assert stored == {"warm@example.com"} | {r["email"] for r in good}
+
+
 @pytest.mark.slow
 def test_with_500s_and_429s_20000_upserts_arrive_exactly_once(stream: LocalStream, sandbox: SandboxHandle):
     # Given the sandbox answers 20% of API calls with 500 and 10% with 429 (0.8 * 0.125), and the

@@ -219,3 +219,35 @@ def test_accepted_jobs_keep_their_payload_and_get_a_settle_ticket(aws):
     assert ticket_doc["job_id"] == "job-1" and ticket_doc["records"] == 2
     assert [m["messageId"] for m in kept["messages"]] == ["m0", "m1"]
     assert kept["request"]["records"] == [{"email": "a"}, {"email": "b"}]
+
+
+def _refuse_bad_by_index(body):
+    emails = [r["email"] for r in body["records"]]
+    bad = [i for i, e in enumerate(emails) if e.startswith("bad")]
+    if bad:
+        return 422, {
+            "code": "CDP_ETL.VALIDATION.SCHEMA_MISMATCH",
+            "message": f"records[{bad[0]}].email: refused",
+            "details": {"path": f"records[{bad[0]}].email"},
+        }
+    return None
+
+
+def test_refusals_the_fresh_schema_does_not_explain_fall_back_to_bisection(aws):
+    # Given the API refuses records by index for a reason its schema does not show (the re-fetched
+    # schema allows them), 4 bad messages among 6 good ones
+    api = Api(_refuse_bad_by_index)
+    emails = ["g0", "bad0", "g1", "bad1", "g2", "bad2", "g3", "bad3", "g4", "g5"]
+    # When processed
+    failures = _run(_writer(aws, api), _event([_msg(e) for e in emails]))
+    # Then every bad record is dead-lettered alone and every good one accepted exactly once
+    assert failures == []
+    assert sorted(r["email"] for d in _dlq(aws) for r in d["body"]["records"]) == [
+        f"bad{i}" for i in range(4)
+    ]
+    accepted = [r["email"] for p in api.posts if _refuse_bad_by_index(p) is None for r in p["records"]]
+    assert sorted(accepted) == [f"g{i}" for i in range(6)]
+    # And after three single-record refusals in a row the rest went out in halves, not whole again
+    sizes = [len(p["records"]) for p in api.posts]
+    assert sizes[:3] == [10, 9, 8]
+    assert sizes[3] <= 4

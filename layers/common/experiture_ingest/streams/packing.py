@@ -61,14 +61,16 @@ class StagedMessage:
         """Bytes this message adds to a request body's record list (records and their commas)."""
         return sum(len(e) for e in self.encoded) + len(self.encoded) - 1 if self.encoded else 0
 
-    def without(self, index: int) -> StagedMessage:
-        """A copy without record ``index`` (after the API refused that record alone)."""
+    def without(self, *indices: int) -> StagedMessage:
+        """A copy without the records at ``indices`` (after the API or a fresh schema refused them)."""
+        drop = set(indices)
+        keep = [i for i in range(len(self.records)) if i not in drop]
         return StagedMessage(
             self.message_id,
             self.position,
             self.target,
-            self.records[:index] + self.records[index + 1 :],
-            self.encoded[:index] + self.encoded[index + 1 :],
+            [self.records[i] for i in keep],
+            [self.encoded[i] for i in keep],
             self.group_id,
         )
 

@@ -112,6 +112,7 @@ class StreamWriter:
         max_records: int = BATCH_MAX_RECORDS,
         max_bytes: int = BATCH_MAX_BYTES,
         on_request: Callable[[PackedRequest], None] | None = None,
+        bisect_after: int = 3,
     ) -> None:
         self._client = client
         self._schemas = schemas
@@ -123,6 +124,8 @@ class StreamWriter:
         self._max_records = max_records
         self._max_bytes = max_bytes
         self._on_request = on_request
+        self._bisect_after = bisect_after
+        self._streak = 0  # record-level refusals in a row that the fresh schema did not explain
         self.begin()
 
     def begin(self, *, fifo: bool | None = None) -> None:
@@ -253,6 +256,7 @@ class StreamWriter:
         """Send one request, splitting out what the API refuses; the message ids to retry."""
         queue = [request]
         retry: set[str] = set()
+        self._streak = 0
         while queue:
             current = queue.pop(0)
             if not current.messages:
@@ -285,6 +289,7 @@ class StreamWriter:
                     retry.update(m.message_id for rest in queue for m in rest.messages)
                     break
                 continue
+            self._streak = 0
             for message in current.messages:
                 self._pending[message.message_id].written += len(message.records)
             self._report.jobs.append(accepted.job_id)
@@ -340,7 +345,15 @@ class StreamWriter:
                 message, offset = located
                 self._dead_letter_records(message, [offset], exc)
                 self._schemas.forget(request.target.object)  # our schema copy let this through
-                return [replace_message(request, message, message.without(offset))]
+                rest = replace_message(request, message, message.without(offset))
+                # The schema likely changed under us: one fresh look finds every other record it now
+                # refuses, instead of one re-sent request per bad record.
+                rest, removed = self._recheck(rest, exc)
+                self._streak = 0 if removed else self._streak + 1
+                if self._streak >= self._bisect_after and len(rest.messages) > 1:
+                    # Refusals the schema does not explain, one record at a time: halve instead.
+                    return list(split(rest))
+                return [rest]
         if record_level and len(request.messages) > 1:
             first, second = split(request)
             return [first, second]
@@ -348,6 +361,47 @@ class StreamWriter:
         for message in request.messages:
             self._dead_letter_records(message, None, exc)
         return []
+
+    def _recheck(self, request: PackedRequest, exc: ExperitureError) -> tuple[PackedRequest, int]:
+        """``request`` without the records a freshly fetched schema refuses (each dead-lettered with
+        its reason); also how many were removed."""
+        target = request.target
+        try:
+            schema = self._schemas.get(target.object)
+        except ExperitureError as err:
+            logger.warning("could not re-read the schema of %s: %s", target.object, err)
+            return request, 0
+        removed = 0
+        kept: list[StagedMessage] = []
+        for message in request.messages:
+            offsets: list[int] = []
+            for offset, record in enumerate(message.records):
+                found = check_record(schema, record, target.operation, target.match_key)
+                if found is None:
+                    continue
+                offsets.append(offset)
+                self._pending[message.message_id].letters.append(
+                    DeadLetter(
+                        _body(target, [record]),
+                        found[0],
+                        found[1],
+                        exc.correlation_id,
+                        message.message_id,
+                        record_index=offset,
+                        group_id=message.group_id,
+                    )
+                )
+            removed += len(offsets)
+            kept.append(message.without(*offsets) if offsets else message)
+        if not removed:
+            return request, 0
+        logger.warning(
+            "the current %s schema refuses %d more records of a refused request; dead-lettered",
+            target.object,
+            removed,
+            extra={"correlation_id": exc.correlation_id},
+        )
+        return PackedRequest.build(target, kept), removed
 
     def _dead_letter_records(
         self, message: StagedMessage, offsets: list[int] | None, exc: ExperitureError
