@@ -44,6 +44,7 @@ def _publish(report: FlushReport) -> None:
         ("RecordsDeadLettered", report.records_dead_lettered),
         ("MessagesDeadLettered", report.messages_dead_lettered),
         ("MessagesRetried", len(report.retry)),
+        ("MessagesOutOfTime", report.out_of_time),
         ("BatchRequestsSent", report.requests_sent),
         ("BatchRequestsRefused", report.requests_refused),
         ("BatchJobsAccepted", len(report.jobs)),

@@ -251,3 +251,53 @@ def test_refusals_the_fresh_schema_does_not_explain_fall_back_to_bisection(aws):
     sizes = [len(p["records"]) for p in api.posts]
     assert sizes[:3] == [10, 9, 8]
     assert sizes[3] <= 4
+
+
+class _Clock:
+    """A Lambda context whose remaining time is read from a script (the last value repeats)."""
+
+    def __init__(self, *remaining_ms: int):
+        self.remaining = list(remaining_ms)
+        self.function_name, self.aws_request_id = "writer", "req"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return self.remaining.pop(0) if len(self.remaining) > 1 else self.remaining[0]
+
+
+def test_with_little_time_left_no_new_request_starts_and_the_unsent_messages_are_retried(aws):
+    # Given three groups (three requests), a malformed message, and a message of the last group that
+    # also holds a record the schema refuses; the invocation has 60 s left, then only 10 s
+    api = Api()
+    event = _event([_msg("a1"), _msg("l1", obj="leads"), _msg("p1", obj="prospects"), _msg("a2")])
+    event["Records"][2]["body"] = json.dumps(
+        {"object": "prospects", "operation": "upsert", "records": [{"email": "p1"}, {"email": "p2", "x": 1}]}
+    )
+    event["Records"].append({**event["Records"][0], "messageId": "m4", "body": "{not json"})
+    processor = processor_for(event, _writer(aws, api))
+    # When processed with a 30 s margin (the default)
+    response = process_partial_response(
+        event=event, record_handler=processor.stage, processor=processor, context=_Clock(60_000, 10_000)
+    )
+    # Then only the first request was sent; the other groups' messages come back for a retry
+    assert [[r["email"] for r in p["records"]] for p in api.posts] == [["a1", "a2"]]
+    assert sorted(f["itemIdentifier"] for f in response["batchItemFailures"]) == ["m1", "m2"]
+    assert processor.report.out_of_time == 2
+    # And the decided dead letter was sent, while the retried message's bad record waits for its retry
+    sqs, _, dlq, _ = aws
+    got = sqs.receive_message(QueueUrl=dlq, MaxNumberOfMessages=10, MessageAttributeNames=["All"])
+    [letter] = got["Messages"]
+    assert letter["Body"] == "{not json"
+    assert letter["MessageAttributes"]["experiture.errorCode"]["StringValue"] == "STREAM.MALFORMED_JSON"
+
+
+def test_fifo_with_little_time_left_returns_every_unsent_message_in_order(aws):
+    # Given a FIFO batch a1, l1, a2 (three runs) and no time to spare after the first request
+    api = Api()
+    event = _event([_msg("a1"), _msg("l1", obj="leads"), _msg("a2")], fifo=True)
+    processor = processor_for(event, _writer(aws, api))
+    response = process_partial_response(
+        event=event, record_handler=processor.stage, processor=processor, context=_Clock(90_000, 29_999)
+    )
+    # Then a1 was written and l1, a2 are returned
+    assert [p["records"] for p in api.posts] == [[{"email": "a1"}]]
+    assert [f["itemIdentifier"] for f in response["batchItemFailures"]] == ["m1", "m2"]

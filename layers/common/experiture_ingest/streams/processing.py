@@ -55,7 +55,9 @@ class _Packing:
         for status, _, record in results:
             if status == "fail":
                 self.writer.fail(record.message_id)
-        self.report = self.writer.flush()
+        context = getattr(self, "lambda_context", None)  # set by Powertools when a context is passed
+        remaining = getattr(context, "get_remaining_time_in_millis", None)
+        self.report = self.writer.flush(remaining if callable(remaining) else None)
         out: list[tuple[Any, ...]] = []
         for entry in results:
             status, _, raw = entry

@@ -25,6 +25,8 @@ class StreamSettings(BaseModel):
     payload_bucket: str = Field(alias="PAYLOAD_BUCKET", min_length=3)
     default_target: Target | None = Field(default=None, alias="STREAM_DEFAULT_TARGET")
     schema_ttl_seconds: float = Field(default=300.0, ge=0, alias="SCHEMA_TTL_SECONDS")
+    # No new request with less than this left of the invocation (the client may retry a call ~60 s).
+    time_margin_seconds: float = Field(default=30.0, ge=0, alias="WRITER_TIME_MARGIN_SECONDS")
     max_redrives: int = Field(default=2, ge=0, le=10, alias="SETTLE_MAX_REDRIVES")
     poll_first_seconds: float = Field(default=BATCH_JOB_POLL[0], ge=0, alias="SETTLE_POLL_FIRST_SECONDS")
     poll_factor: float = Field(default=BATCH_JOB_POLL[1], ge=1, alias="SETTLE_POLL_FACTOR")

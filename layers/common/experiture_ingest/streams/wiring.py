@@ -26,6 +26,7 @@ def build_writer(
         PayloadStore(s3, settings.payload_bucket),
         SettleQueue(sqs, settings.settle_queue_url, settings.cadence),
         default_target=settings.default_target,
+        time_margin_seconds=settings.time_margin_seconds,
     )
 
 

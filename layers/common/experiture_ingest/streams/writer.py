@@ -13,6 +13,10 @@ says which messages must come back for a retry. Per message the end is one of:
 
 On FIFO queues requests follow the batch order and sending stops at the first transient failure:
 that message and every later one are retried, none of them written.
+
+The Lambda's time is watched too: when less than ``time_margin_seconds`` is left (a request may take
+the client's whole retry budget), no new request is sent and the unsent messages are retried, rather
+than the function timing out mid-batch with requests accepted but untracked.
 """
 
 from __future__ import annotations
@@ -86,6 +90,7 @@ class FlushReport:
     requests_sent: int = 0
     requests_refused: int = 0
     jobs: list[str] = field(default_factory=list)
+    out_of_time: int = 0  # messages returned unsent because the invocation was about to time out
 
 
 @dataclass
@@ -113,6 +118,7 @@ class StreamWriter:
         max_bytes: int = BATCH_MAX_BYTES,
         on_request: Callable[[PackedRequest], None] | None = None,
         bisect_after: int = 3,
+        time_margin_seconds: float = 30.0,
     ) -> None:
         self._client = client
         self._schemas = schemas
@@ -125,6 +131,8 @@ class StreamWriter:
         self._max_bytes = max_bytes
         self._on_request = on_request
         self._bisect_after = bisect_after
+        self._margin_ms = time_margin_seconds * 1000
+        self._remaining_ms: Callable[[], int] | None = None
         self._streak = 0  # record-level refusals in a row that the fresh schema did not explain
         self.begin()
 
@@ -208,8 +216,13 @@ class StreamWriter:
     def report(self) -> FlushReport:
         return self._report
 
-    def flush(self) -> FlushReport:
-        """Send every staged record; dead-letter what is final; return which messages to retry."""
+    def flush(self, remaining_ms: Callable[[], int] | None = None) -> FlushReport:
+        """Send every staged record; dead-letter what is final; return which messages to retry.
+
+        ``remaining_ms`` (the Lambda context's ``get_remaining_time_in_millis``): no request is
+        started with less than the time margin left; the unsent messages are retried.
+        """
+        self._remaining_ms = remaining_ms
         report = self._report
         staged = [m for m in self._staged if m.message_id not in report.retry]
         cutoff: int | None = None
@@ -220,7 +233,7 @@ class StreamWriter:
             staged, max_records=self._max_records, max_bytes=self._max_bytes, contiguous=self._fifo
         )
         for request in requests:
-            failed = self._send(request)
+            failed = self._send(request)  # gives the messages back unsent when time runs short
             if failed:
                 report.retry.update(failed)
                 if self._fifo:
@@ -261,6 +274,11 @@ class StreamWriter:
             current = queue.pop(0)
             if not current.messages:
                 continue
+            if self._out_of_time():
+                unsent = [m for rest in [current, *queue] for m in rest.messages]
+                self._give_back(unsent)
+                retry.update(m.message_id for m in unsent)
+                break
             try:
                 accepted = self._post(current)
             except ExperitureError as exc:
@@ -294,6 +312,20 @@ class StreamWriter:
                 self._pending[message.message_id].written += len(message.records)
             self._report.jobs.append(accepted.job_id)
         return retry
+
+    def _out_of_time(self) -> bool:
+        return self._remaining_ms is not None and self._remaining_ms() < self._margin_ms
+
+    def _give_back(self, unsent: list[StagedMessage]) -> None:
+        ids = {m.message_id for m in unsent}
+        self._report.retry.update(ids)
+        self._report.out_of_time += len(ids)
+        logger.warning(
+            "less than %.0f s left: %d messages go back to SQS unsent",
+            self._margin_ms / 1000,
+            len(ids),
+            extra={"message_ids": sorted(ids)},
+        )
 
     def _post(self, request: PackedRequest) -> BatchAccepted:
         body = request.body()
