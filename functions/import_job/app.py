@@ -109,19 +109,26 @@ def collect_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, 
     return report.wire()
 
 
+# outcome -> (metric, the Fail state's error name); anything else is ImportJobsFailed / ImportFailed.
+_FAILURE_NAMES = {
+    "timed_out": ("ImportJobsTimedOut", "ImportTimedOut"),
+    "completed_report_incomplete": ("ImportReportsIncomplete", "ImportReportIncomplete"),
+}
+
+
 @logger.inject_lambda_context(clear_state=True)
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def report_failure_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     """Whatever ended the run: a failure summary in the bucket, and the Fail state's error and cause."""
     report = collect_logic.report_failure(event, deps())
-    name = "ImportJobsTimedOut" if report.outcome == "timed_out" else "ImportJobsFailed"
-    metrics.add_metric(name=name, unit=MetricUnit.Count, value=1)
+    metric, error = _FAILURE_NAMES.get(report.outcome, ("ImportJobsFailed", "ImportFailed"))
+    metrics.add_metric(name=metric, unit=MetricUnit.Count, value=1)
     summary = report.summary
     logger.warning("import failed", extra={"outcome": report.outcome, "summary_key": report.summary_key})
     bucket = summary["source"]["bucket"]
     return {
         **report.wire(),
-        "error": "ImportTimedOut" if report.outcome == "timed_out" else "ImportFailed",
+        "error": error,
         "cause": f"{summary['message']} Summary: s3://{bucket}/{report.summary_key}"[:32000],
     }

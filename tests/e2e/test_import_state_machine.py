@@ -347,6 +347,30 @@ def test_an_expired_errors_file_url_is_fetched_again(imports: Imports):
     assert len(locations) == 2
 
 
+def test_a_report_that_fails_after_the_job_completed_says_the_rows_are_imported(imports: Imports):
+    # Given a file with a bad row, and an errors file the CDP's storage never serves (404)
+    rows = clean_rows(3)
+    rows[0][0] = "nope"
+    imports.sandbox.admin.set_faults(
+        {"rules": [{"method": "GET", "path": "/error-files/*", "status": 404, "times": 20}]}
+    )
+    submitted = imports.submit(
+        "incoming/contacts/unreported.csv", csv_bytes(["email", "first_name", "last_name", "age"], rows)
+    )
+
+    # When it runs
+    done = imports.finish(submitted)
+
+    # Then the summary does not call the import failed: the rows are in the CDP, the report is incomplete
+    assert done.execution.status == "FAILED"
+    assert done.execution.error == "ImportReportIncomplete"
+    assert done.summary["outcome"] == "completed_report_incomplete"
+    assert done.summary["error"]["stage"] == "collect"
+    assert done.summary["metrics"]["rowsImported"] == len(imports.sandbox.admin.records("contacts")) == 2
+    assert done.errors_lines is None
+    assert done.tags["experiture-status"] == "completed_report_incomplete"
+
+
 def test_an_s3_drop_goes_through_the_intake_to_a_final_summary(sandbox):
     # Given the whole file path: moto S3, the intake function, the real state machine, the sandbox
     from cli.local_aws import LocalAws

@@ -7,10 +7,17 @@ from datetime import UTC, datetime
 
 import boto3
 import pytest
+from botocore.exceptions import ClientError
 from moto import mock_aws
 
-from experiture_ingest.files.collect import describe_error, report_failure, stream_to_s3
-from experiture_ingest.files.import_tasks import TaskDeps
+from experiture_ingest.files.collect import (
+    StorageUnavailableError,
+    collect,
+    describe_error,
+    report_failure,
+    stream_to_s3,
+)
+from experiture_ingest.files.import_tasks import ImportState, TaskDeps, prepare
 
 BUCKET = "collect-bucket"
 MIB = 1024 * 1024
@@ -96,3 +103,83 @@ def test_describe_error_keeps_type_and_message_never_the_stack_trace():
         "type": "States.Timeout",
         "message": "Task timed out",
     }
+
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+COMPLETED_JOB = {"state": "completed", "readRows": 5, "validRows": 3, "rowsImported": 3, "rowsRejected": 2}
+
+
+def completed_state(s3) -> ImportState:
+    """A run whose poll saw the job COMPLETED (next: collect), its source in the bucket."""
+    s3.put_object(Bucket=BUCKET, Key="incoming/contacts/done.csv", Body=b"email\n")
+    run = {
+        "jobId": "imp_7",
+        "objectName": "contacts",
+        "source": {"bucket": BUCKET, "key": "incoming/contacts/done.csv", "size": 6, "format": "csv"},
+    }
+    state = prepare(run, "exec-7", T0.isoformat(), T0)
+    state.progress.next = "collect"
+    state.job = dict(COMPLETED_JOB)
+    return state
+
+
+def answer_put_object_with(s3, status: int, code: str) -> None:
+    """S3 answers PutObject with ``status``/``code``, as it would after botocore's retries ran out."""
+
+    def answer(**_: object) -> tuple[object, dict[str, object]]:
+        http = type("Http", (), {"status_code": status, "headers": {}})()
+        return http, {
+            "Error": {"Code": code, "Message": f"{code} from S3"},
+            "ResponseMetadata": {"HTTPStatusCode": status},
+        }
+
+    s3.meta.events.register("before-call.s3.PutObject", answer)
+
+
+def test_s3_throttling_while_writing_the_summary_is_a_named_transient_error(s3):
+    # Given a completed job and S3 answering SlowDown to the summary's PutObject
+    state = completed_state(s3)
+    state.job = {**COMPLETED_JOB, "rowsRejected": 0, "validRows": 5, "rowsImported": 5}
+    answer_put_object_with(s3, 503, "SlowDown")
+    deps = TaskDeps(s3=s3, client=None, now=lambda: T0)  # type: ignore[arg-type]
+
+    # When collect runs, Then it raises the error the state machine retries by name
+    with pytest.raises(StorageUnavailableError, match="SlowDown"):
+        collect(state, deps)
+
+
+def test_a_permanent_s3_refusal_is_not_retried_as_transient(s3):
+    # Given S3 refusing the summary's PutObject for good (no permission)
+    state = completed_state(s3)
+    state.job = {**COMPLETED_JOB, "rowsRejected": 0}
+    answer_put_object_with(s3, 403, "AccessDenied")
+    deps = TaskDeps(s3=s3, client=None, now=lambda: T0)  # type: ignore[arg-type]
+
+    # When collect runs, Then the ClientError stays what it is (the run ends with a summary attempt)
+    with pytest.raises(ClientError) as caught:
+        collect(state, deps)
+    assert not isinstance(caught.value, StorageUnavailableError)
+
+
+def test_a_collect_failure_after_the_job_completed_is_not_summarised_as_a_failed_import(s3):
+    # Given the job COMPLETED, and Collect failed for good copying its errors file
+    document = completed_state(s3).wire()
+    document["error"] = {
+        "Error": "NotFoundError",
+        "Cause": '{"errorType": "NotFoundError", "errorMessage": "404 CDP_ETL.NOT_FOUND: no errors file"}',
+    }
+    deps = TaskDeps(s3=s3, client=None, now=lambda: T0)  # type: ignore[arg-type]
+
+    # When the failure is reported
+    report = report_failure(document, deps)
+
+    # Then the summary says the rows are imported and only the report is incomplete, with the error
+    summary = report.summary
+    assert summary["outcome"] == "completed_report_incomplete"
+    assert summary["metrics"]["rowsImported"] == 3 and summary["metrics"]["rowsRejected"] == 2
+    assert summary["error"]["stage"] == "collect" and summary["error"]["status"] == 404
+    assert "completed in the CDP" in summary["message"] and "no errors file" in summary["message"]
+    stored = s3.get_object(Bucket=BUCKET, Key="results/incoming/contacts/done.csv.json")["Body"].read()
+    assert b"completed_report_incomplete" in stored
+    tags = s3.get_object_tagging(Bucket=BUCKET, Key="incoming/contacts/done.csv")["TagSet"]
+    assert {"Key": "experiture-status", "Value": "completed_report_incomplete"} in tags

@@ -104,3 +104,17 @@ def test_no_path_ends_without_a_summary(states):
     for end in ends:
         assert sources.get(end, set()) <= allowed, f"{end} is reached from {sources.get(end)}"
     assert states["ImportFailed"]["CausePath"] == "$.report.cause"
+
+
+def test_storage_and_lambda_hiccups_are_retried_and_the_failure_summary_is_retried_before_giving_up(states):
+    tasks = {name: s for name, s in states.items() if s["Type"] == "Task" and name != "ContinueAsNew"}
+    for name, state in tasks.items():
+        lambda_retry = next(r for r in state["Retry"] if "Lambda.ServiceException" in r["ErrorEquals"])
+        assert "Lambda.Unknown" in lambda_retry["ErrorEquals"], name
+    for name in ("Collect", "ReportFailure"):
+        retried = {e for r in states[name]["Retry"] if r["MaxAttempts"] > 0 for e in r["ErrorEquals"]}
+        assert "StorageUnavailableError" in retried, name
+    # ReportFailure is idempotent: any task failure is tried again, but a summary that cannot exist is not
+    retries = states["ReportFailure"]["Retry"]
+    assert retries[-1]["ErrorEquals"] == ["States.TaskFailed"] and retries[-1]["MaxAttempts"] >= 2
+    assert retries[0] == {**retries[0], "ErrorEquals": ["SummaryImpossibleError"], "MaxAttempts": 0}

@@ -6,7 +6,13 @@ Every run ends here, one way or the other:
   ``results/<key>.errors.jsonl`` with a multipart upload in bounded parts (constant memory, the
   location re-fetched if its URL expired), and ``results/<key>.json`` says what happened.
 - :func:`report_failure`: anything else (a refused mapping, a failed or stuck job, a task that
-  failed for good) writes the same summary with the reason, so no run ends silently.
+  failed for good) writes the same summary with the reason, so no run ends silently. When the
+  job had COMPLETED and only the report failed, the outcome is ``completed_report_incomplete``: the
+  rows are in the CDP, the errors file is not.
+
+S3 throttling or a 5xx that outlived botocore's own retries is raised as
+:class:`StorageUnavailableError`, a name the state machine retries (a generic ``ClientError`` it
+would not).
 
 >>> describe_error({"Error": "SchemaMismatchError", "Cause": '{"errorType": "SchemaMismatchError", '
 ...     '"errorMessage": "422 CDP_ETL.VALIDATION.REQUEST_SCHEMA: no field nope (correlation id c-9)", '
@@ -20,12 +26,14 @@ import json
 import logging
 import re
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
+from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from experiture_ingest.client import ErrorFileExpiredError, ExperitureClient, ExperitureError
 from experiture_ingest.files.import_tasks import ImportState, TaskDeps
@@ -66,6 +74,52 @@ _FAILURE_STAGE = {
 
 class SummaryImpossibleError(Exception):
     """The execution input does not say which bucket and key the summary belongs to."""
+
+
+class StorageUnavailableError(Exception):
+    """S3 throttled (SlowDown) or failed (5xx, connection) after botocore's retries: try again later."""
+
+
+# S3's answers that mean "not now" rather than "never" (throttling, a busy or failing service).
+_S3_TRANSIENT_CODES = frozenset(
+    {
+        "SlowDown",
+        "ServiceUnavailable",
+        "InternalError",
+        "RequestTimeout",
+        "Throttling",
+        "ThrottlingException",
+        "RequestLimitExceeded",
+        "TooManyRequests",
+    }
+)
+
+
+def _transient_s3(exc: ClientError) -> bool:
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+    return exc.response.get("Error", {}).get("Code") in _S3_TRANSIENT_CODES or status >= 500 or status == 429
+
+
+@contextmanager
+def storage_errors(action: str) -> Iterator[None]:
+    """Raise S3 throttling, 5xx and connection failures inside the block as StorageUnavailableError.
+
+    >>> from botocore.exceptions import ClientError
+    >>> slow = {"Error": {"Code": "SlowDown", "Message": "Reduce your request rate."}}
+    >>> with storage_errors("writing the summary"):
+    ...     raise ClientError(slow, "PutObject")
+    Traceback (most recent call last):
+    ...
+    experiture_ingest.files.collect.StorageUnavailableError: S3 is unavailable while writing the summary: ...
+    """
+    try:
+        yield
+    except ClientError as exc:
+        if not _transient_s3(exc):
+            raise
+        raise StorageUnavailableError(f"S3 is unavailable while {action}: {exc}") from exc
+    except (BotoConnectionError, HTTPClientError) as exc:
+        raise StorageUnavailableError(f"S3 is unavailable while {action}: {exc}") from exc
 
 
 @dataclass(frozen=True)
@@ -288,7 +342,8 @@ def build_summary(
 
 def _finish(state: ImportState, deps: TaskDeps, summary: dict[str, Any]) -> str:
     source = state.run.source
-    key = write_summary(deps.s3, source.bucket, source.key, summary)
+    with storage_errors("writing the summary"):
+        key = write_summary(deps.s3, source.bucket, source.key, summary)
     try:
         tag_source(deps.s3, source.bucket, source.key, source.version_id, summary_tags(summary))
     except (ClientError, BotoCoreError) as exc:  # the summary is what matters; a tag is a convenience
@@ -301,14 +356,15 @@ def collect(state: ImportState, deps: TaskDeps, *, part_bytes: int = PART_BYTES)
     run, job = state.run, state.job or {}
     errors_file = None
     if (job.get("invalidRows") or 0) > 0 or (job.get("rowsRejected") or 0) > 0:
-        errors_file, cids = copy_errors_file(
-            deps.client,
-            deps.s3,
-            run.job_id,
-            run.source.bucket,
-            errors_key(run.source.key),
-            part_bytes=part_bytes,
-        )
+        with storage_errors("writing the errors file"):
+            errors_file, cids = copy_errors_file(
+                deps.client,
+                deps.s3,
+                run.job_id,
+                run.source.bucket,
+                errors_key(run.source.key),
+                part_bytes=part_bytes,
+            )
         for cid in cids:
             state.progress.remember(cid)
     rejected = job.get("rowsRejected") if job.get("rowsRejected") is not None else job.get("invalidRows") or 0
@@ -336,6 +392,16 @@ def report_failure(document: Mapping[str, Any], deps: TaskDeps) -> Report:
         message = (
             f"Job {run.job_id} did not finish within {run.poll.deadline_seconds:.0f} s (last state "
             f"{(state.job or {}).get('state')!r}). It may still finish in the CDP; ask support with the job id."
+        )
+    elif progress.next == "collect" and "progress" in document:
+        # The CDP completed the job: the rows are imported, only the report (errors file) is missing.
+        outcome = "completed_report_incomplete"
+        job = state.job or {}
+        message = (
+            f"Job {run.job_id} completed in the CDP (imported {job.get('rowsImported') or 0} of "
+            f"{job.get('readRows') or 0} rows, {job.get('rowsRejected') or 0} rejected), but the report "
+            f"could not be completed: {error['message'] if error else 'unknown reason'}. The rows are "
+            "imported; do not drop the file again. The rejected rows can be fetched with the job id."
         )
     elif progress.next == "job_failed" and not error:
         message = f"The CDP could not import the file: {(state.job or {}).get('errorMessage') or 'no reason given'}."
