@@ -70,7 +70,8 @@ def aws(monkeypatch) -> Iterator[tuple]:
         yield sqs, s3, dlq, settle
 
 
-def _writer(aws, api: Api) -> StreamWriter:
+def _writer(aws, api, bucket: str = "kept") -> StreamWriter:
+    """A writer against ``api`` (an :class:`Api` or any httpx handler) and moto SQS/S3."""
     sqs, s3, dlq, settle = aws
     client = ExperitureClient(
         "https://api.test/public/v1",
@@ -83,7 +84,7 @@ def _writer(aws, api: Api) -> StreamWriter:
         client,
         SchemaCache(client),
         DeadLetterQueue(sqs, dlq),
-        PayloadStore(s3, "kept"),
+        PayloadStore(s3, bucket),
         SettleQueue(sqs, settle),
     )
 
@@ -301,3 +302,37 @@ def test_fifo_with_little_time_left_returns_every_unsent_message_in_order(aws):
     # Then a1 was written and l1, a2 are returned
     assert [p["records"] for p in api.posts] == [[{"email": "a1"}]]
     assert [f["itemIdentifier"] for f in response["batchItemFailures"]] == ["m1", "m2"]
+
+
+def test_the_payload_is_kept_before_the_request_is_posted(aws):
+    # Given an API that looks, at each POST, for the payload kept under the request's key
+    _, s3, _, _ = aws
+    api = Api()
+    seen: list[bool] = []
+
+    def post(request: httpx.Request) -> httpx.Response:
+        if request.method == "POST":
+            key = f"payloads/contacts/{request.headers['Idempotency-Key']}.json"
+            seen.append(s3.list_objects_v2(Bucket="kept", Prefix=key).get("KeyCount", 0) == 1)
+        return api(request)
+
+    writer = _writer(aws, post)
+    # When a batch is written
+    assert _run(writer, _event([_msg("a"), _msg("b")])) == []
+    # Then the payload was already in S3 when the request went out, tagged unsettled until it settles
+    assert seen == [True]
+    [kept] = s3.list_objects_v2(Bucket="kept", Prefix="payloads/")["Contents"]
+    tags = s3.get_object_tagging(Bucket="kept", Key=kept["Key"])["TagSet"]
+    assert tags == [{"Key": "experiture-settled", "Value": "pending"}]
+
+
+def test_when_the_payload_cannot_be_kept_nothing_is_sent_and_the_messages_are_retried(aws):
+    # Given the stream bucket is gone
+    api = Api()
+    writer = _writer(aws, api, bucket="no-such-bucket")
+    # When a batch is processed
+    failures = _run(writer, _event([_msg("a"), _msg("l", obj="leads")]))
+    # Then no request was posted (no job to lose track of), both messages come back, none dead-lettered
+    assert api.posts == []
+    assert failures == ["m0", "m1"]
+    assert _dlq(aws) == []

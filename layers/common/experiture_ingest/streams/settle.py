@@ -51,6 +51,9 @@ logger = logging.getLogger(__name__)
 PAYLOAD_PREFIX = "payloads/"
 REPORT_PREFIX = "reports/"
 SETTLED_TAG = "experiture-settled"
+# A payload is kept before its request is posted; until its job settles it carries this tag value, so
+# one whose request was then refused (or re-packed after a retry) expires by the lifecycle rule.
+UNSETTLED = "pending"
 JOB_FAILED = "STREAM.JOB_FAILED"
 _SQS_MAX_DELAY = 900
 
@@ -123,7 +126,13 @@ class PayloadStore:
         )
         # Splice the request bytes in rather than parse and re-serialize them.
         document = head[:-1] + b',"request":' + body + b"}"
-        self._s3.put_object(Bucket=self.bucket, Key=key, Body=document, ContentType="application/json")
+        self._s3.put_object(
+            Bucket=self.bucket,
+            Key=key,
+            Body=document,
+            ContentType="application/json",
+            Tagging=f"{SETTLED_TAG}={UNSETTLED}",
+        )
 
     def get(self, key: str) -> dict[str, Any]:
         answer = self._s3.get_object(Bucket=self.bucket, Key=key)

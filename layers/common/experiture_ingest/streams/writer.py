@@ -68,6 +68,10 @@ class TransientWriteError(Exception):
     """A message could not be written this time; SQS will deliver it again."""
 
 
+class PayloadKeepError(Exception):
+    """The request's payload could not be kept in S3, so the request was not sent."""
+
+
 @dataclass(frozen=True)
 class InboundMessage:
     """What the writer needs of an SQS message (the handler builds it from Powertools' SQSRecord)."""
@@ -300,8 +304,11 @@ class StreamWriter:
                     continue
                 queue[:0] = self._split_refused(current, exc)
                 continue
-            except SqsSendError as exc:
-                logger.error("accepted but not tracked (%s); the messages will be retried", exc)
+            except (PayloadKeepError, SqsSendError) as exc:
+                if isinstance(exc, SqsSendError):
+                    logger.error("accepted but not tracked (%s); the messages will be retried", exc)
+                else:
+                    logger.error("%s; nothing was sent, the messages will be retried", exc)
                 retry.update(m.message_id for m in current.messages)
                 if self._fifo:
                     retry.update(m.message_id for rest in queue for m in rest.messages)
@@ -331,6 +338,15 @@ class StreamWriter:
         body = request.body()
         key = request.idempotency_key
         target = request.target
+        location = payload_key(target.object, key)
+        manifest = [ManifestEntry(m.message_id, len(m.records), m.group_id) for m in request.messages]
+        # Keep the payload first: after a 202 only the settle ticket is left to send.
+        try:
+            self._payloads.put(location, target, key, manifest, body)
+        except Exception as exc:
+            raise PayloadKeepError(
+                f"could not keep the payload at {location}: {type(exc).__name__}: {exc}"
+            ) from exc
         if self._on_request is not None:
             self._on_request(request)
         self._report.requests_sent += 1
@@ -338,10 +354,7 @@ class StreamWriter:
             accepted = self._client.upsert_batch(target.object, body=body, idempotency_key=key)
         else:
             accepted = self._client.append_batch(target.object, body=body, idempotency_key=key)
-        location = payload_key(target.object, key)
-        manifest = [ManifestEntry(m.message_id, len(m.records), m.group_id) for m in request.messages]
         try:
-            self._payloads.put(location, target, key, manifest, body)
             self._tickets.send(
                 SettleTicket(
                     job_id=accepted.job_id,
