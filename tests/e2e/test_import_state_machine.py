@@ -93,6 +93,7 @@ def test_inferred_mapping_matches_renamed_case_columns_and_reports_unmapped(impo
         "Signup Source": "signup_source",
     }
     assert done.summary["unmappedColumns"] == ["Shoe Size", "favourite_colour"]
+    assert done.summary["unmappedRequiredFields"] == mapping["unmappedRequiredFields"] == []
     stored = sorted(imports.sandbox.admin.records("contacts"), key=lambda r: r["email"])
     assert stored[0]["first_name"] == "Ann0" and stored[0]["last_name"] == "Lee0"
     assert done.summary["outcome"] == "completed"
@@ -324,6 +325,31 @@ def test_a_long_wait_continues_as_a_new_execution(imports: Imports):
     assert done.summary["execution"]["executions"] >= 2
     assert done.summary["execution"]["name"].startswith(submitted.execution_arn.rsplit(":", 1)[-1] + "-c")
     assert len(imports.aws.executions()) == done.summary["execution"]["executions"]
+
+
+def test_a_continuation_that_already_exists_is_not_reported_as_a_failure(imports: Imports):
+    # Given the continuation's deterministic name is already taken by an execution that has ended
+    # (its input names no file, so it wrote no summary)
+    root = "e2e-already-continued"
+    taken = imports.aws.start({}, f"{root}-c2")
+    assert imports.aws.wait(taken, follow=False).status == "FAILED"
+    imports.sandbox.admin.configure(importJobSeconds=3.0)
+
+    # When a run that must continue as new reaches its continuation
+    submitted = imports.submit(
+        "incoming/contacts/continued.csv",
+        csv_bytes(["email"], [["c@example.com"]]),
+        poll={"iterationsPerExecution": 1},
+        name=root,
+    )
+    first = imports.aws.wait(submitted.execution_arn, follow=False)
+
+    # Then it ends as continued (ExecutionAlreadyExists is success), and writes no failure summary
+    # that would overwrite the summary of the execution that owns the run
+    assert first.status == "SUCCEEDED", first
+    assert first.output["continuedAs"]["Error"] == "StepFunctions.ExecutionAlreadyExistsException"
+    listed = imports.aws.s3.list_objects_v2(Bucket="ingest-e2e", Prefix="results/")
+    assert listed.get("KeyCount") == 0
 
 
 def test_an_expired_errors_file_url_is_fetched_again(imports: Imports):

@@ -6,7 +6,7 @@ import pytest
 
 from experiture_ingest.client import ObjectSchema
 from experiture_ingest.files.header import SourceColumn
-from experiture_ingest.files.mapping import given_mapping, infer_mapping, match_key, normalise_name
+from experiture_ingest.files.mapping import given_mapping, infer_mapping, match_key
 from experiture_ingest.files.options import FileOptions
 
 SCHEMA = ObjectSchema.model_validate(
@@ -28,11 +28,6 @@ SCHEMA = ObjectSchema.model_validate(
 )
 def test_separators_and_case_all_match_first_name(name):
     assert match_key(name) == match_key("first_name")
-
-
-def test_normalise_name_reads_as_snake_case():
-    assert normalise_name("signedUpAt") == "signed_up_at"
-    assert normalise_name("HTTPStatus") == "http_status"
 
 
 def test_inferred_mapping_types_from_the_schema_and_reports_what_is_left():

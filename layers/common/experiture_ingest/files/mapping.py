@@ -1,10 +1,8 @@
 """The field mapping of an import: as configured, a saved template, or inferred from the file.
 
 Inference maps each column to the object field of the same name once case and separators are
-normalised, takes types from the object's schema, and reports what it could not map:
+ignored (:func:`match_key`), takes types from the object's schema, and reports what it could not map:
 
->>> normalise_name("FirstName"), normalise_name("first-name"), normalise_name(" First  Name ")
-('first_name', 'first_name', 'first_name')
 >>> from experiture_ingest.client import ObjectSchema
 >>> schema = ObjectSchema.model_validate({"primaryKey": "email", "fields": [
 ...     {"name": "email", "required": True}, {"name": "first_name"}, {"name": "age", "type": "integer"},
@@ -34,16 +32,9 @@ if TYPE_CHECKING:
 
     from experiture_ingest.files.handoff import SourceObject
 
-_CAMEL_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
 _SEPARATORS = re.compile(r"[^0-9a-zA-Z]+")
 
 Origin = Literal["given", "template", "inferred"]
-
-
-def normalise_name(name: str) -> str:
-    """A column or field name in snake_case: camelCase split, separators and case folded."""
-    spaced = _CAMEL_BOUNDARY.sub("_", name.strip())
-    return _SEPARATORS.sub("_", spaced).strip("_").lower()
 
 
 def match_key(name: str) -> str:
