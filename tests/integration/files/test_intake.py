@@ -29,8 +29,10 @@ def _import_jobs(env: Env) -> list[dict[str, Any]]:
     ],
 )
 def test_a_dropped_file_becomes_one_import_job_with_identical_bytes(env, invoke, key, body, fmt, compression):
-    # Given a supported file dropped under incoming/contacts/
+    # Given a supported file dropped under incoming/contacts/ (a versioned bucket: put_object's VersionId)
     event = env.drop(key, body)
+    put_version = event["Records"][0]["s3"]["object"]["versionId"]
+    assert put_version
     # When the intake handles its ObjectCreated event
     answer = invoke(event)
     # Then the sandbox holds one import job for contacts whose upload is the object, byte for byte
@@ -44,10 +46,10 @@ def test_a_dropped_file_becomes_one_import_job_with_identical_bytes(env, invoke,
     (execution,) = env.executions()
     run = env.execution_input(execution["executionArn"])
     assert run["jobId"] == job["jobId"] and run["objectName"] == "contacts"
-    assert run["source"] | {"versionId": None} == {
+    assert run["source"] == {
         "bucket": env.bucket,
         "key": key,
-        "versionId": None,
+        "versionId": put_version,
         "etag": hashlib.md5(body).hexdigest(),  # S3's ETag of a single-part object
         "size": len(body),
         "format": fmt,
@@ -90,6 +92,10 @@ def test_the_same_event_twice_makes_one_job_and_one_execution(env, invoke):
 def test_two_concurrent_identical_events_make_one_job_and_one_execution(env, invoke):
     # Given one drop whose event arrives twice at the same moment
     event = env.drop("incoming/contacts/race.csv", CSV * 2000)
+    # (each init answers after 300 ms, so neither delivery can finish before the other has begun)
+    env.sandbox.admin.set_faults(
+        {"rules": [{"method": "POST", "path": "/public/v1/import-jobs", "latencyMs": 300}]}
+    )
     outcomes: list[str] = []
     barrier = threading.Barrier(2)
 
@@ -109,6 +115,11 @@ def test_two_concurrent_identical_events_make_one_job_and_one_execution(env, inv
     assert sorted(outcomes) == ["duplicate", "uploaded"]
     (job,) = _import_jobs(env)
     assert env.sandbox.admin.upload_bytes(job["jobId"]) == CSV * 2000
+    # And both deliveries really raced through the init: POSTs from both (a 409 IN_PROGRESS answered
+    # to one is retried) carrying one Idempotency-Key
+    inits = [r for r in env.sandbox.admin.requests(method="POST") if r["path"] == "/public/v1/import-jobs"]
+    assert len(inits) >= 2
+    assert len({r["idempotencyKey"] for r in inits}) == 1 and inits[0]["idempotencyKey"]
 
 
 def test_a_new_version_of_the_same_key_is_a_new_import(env, invoke):
