@@ -88,7 +88,8 @@ def _send(args: argparse.Namespace) -> int:
 def _replay(args: argparse.Namespace) -> int:
     sqs = boto3.client("sqs", endpoint_url=args.endpoint_url)
     try:
-        result = replay(sqs, args.dlq_url, args.queue_url, limit=args.max)
+        s3 = boto3.client("s3", endpoint_url=args.endpoint_url)
+        result = replay(sqs, args.dlq_url, args.queue_url, limit=args.max, s3=s3)
     except (SqsSendError, ClientError, BotoCoreError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

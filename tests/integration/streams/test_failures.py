@@ -297,3 +297,21 @@ def test_invalid_rows_the_api_finds_end_in_a_report(stream: LocalStream, sandbox
     assert kept in stream.keys("payloads/")
     tags = stream.s3.get_object_tagging(Bucket=stream.bucket, Key=kept)["TagSet"]
     assert {"Key": "experiture-settled", "Value": "invalid-rows"} in tags
+
+
+def test_a_failed_jobs_dead_letters_keep_non_ascii_text_as_it_was_sent(
+    stream: LocalStream, sandbox: SandboxHandle
+):
+    # Given records with non-ASCII text in a job the sandbox fails for good
+    sandbox.admin.fail_next_jobs("batch", times=3)
+    records = [{"email": f"z{i}@example.com", "tier": "Zürich — 東京"} for i in range(3)]
+    send_records(stream.sqs, stream.queue_url, CONTACTS, records)
+
+    # When the writer and settler run
+    run_writer(stream)
+    run_settler(stream)
+
+    # Then the dead letter's body carries the text as UTF-8, not as \u escapes
+    [raw] = stream.sqs.receive_message(QueueUrl=stream.dlq_url, VisibilityTimeout=0)["Messages"]
+    assert "Zürich — 東京" in raw["Body"]
+    assert json.loads(raw["Body"])["records"] == records

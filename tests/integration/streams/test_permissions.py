@@ -39,11 +39,12 @@ def _s3_grants(function: str) -> tuple[list[str], set[tuple[str, str]]]:
     for policy in policies:
         for statement in policy.get("Statement", []):
             actions = statement["Action"]
+            resources = statement["Resource"]
             for action in [actions] if isinstance(actions, str) else actions:
-                resource = statement["Resource"]
-                prefix = resource.removeprefix("${StreamPayloadBucket.Arn}/").removesuffix("*")
-                if action.startswith("s3:") and resource.startswith("${StreamPayloadBucket.Arn}/"):
-                    grants.add((action, prefix))
+                for resource in [resources] if isinstance(resources, str) else resources:
+                    prefix = resource.removeprefix("${StreamPayloadBucket.Arn}/").removesuffix("*")
+                    if action.startswith("s3:") and resource.startswith("${StreamPayloadBucket.Arn}/"):
+                        grants.add((action, prefix))
     return templates, grants
 
 
@@ -73,6 +74,8 @@ def test_the_functions_s3_calls_are_exactly_within_their_narrow_statements(
     )
     sandbox.admin.fail_next_jobs("batch", times=3)
     send_records(stream.sqs, stream.queue_url, Target.parse("contacts:upsert"), [{"email": "a@example.com"}])
+    # And a message too large to be dead-lettered beside its reason
+    stream.sqs.send_message(QueueUrl=stream.queue_url, MessageBody="{not json " + "é" * 131_000)
 
     # When the writer runs, then the settler (re-drives, report, dead letters), then both for a good job
     made: dict[str, list[tuple[str, dict[str, Any]]]] = {
@@ -89,6 +92,7 @@ def test_the_functions_s3_calls_are_exactly_within_their_narrow_statements(
         if email:
             send_records(stream.sqs, stream.queue_url, Target.parse("contacts:upsert"), [{"email": email}])
     assert len(sandbox.admin.records("contacts")) == 1
+    assert any(c[1]["Key"].startswith("dead-letters/") for c in made["RecordWriterFunction"])
 
     # Then no function has a broad S3 policy template, and each call is covered by its statements
     for function, its_calls in made.items():

@@ -12,7 +12,7 @@ from aws_lambda_powertools.utilities.batch import process_partial_response
 from moto import mock_aws
 
 from experiture_ingest.client import BearerToken, ExperitureClient, RetryPolicy
-from experiture_ingest.streams.deadletters import DeadLetterQueue
+from experiture_ingest.streams.deadletters import DeadLetterQueue, replay
 from experiture_ingest.streams.processing import processor_for
 from experiture_ingest.streams.schema import SchemaCache
 from experiture_ingest.streams.settle import PayloadStore, SettleQueue
@@ -83,7 +83,7 @@ def _writer(aws, api, bucket: str = "kept") -> StreamWriter:
     return StreamWriter(
         client,
         SchemaCache(client),
-        DeadLetterQueue(sqs, dlq),
+        DeadLetterQueue(sqs, dlq, s3, "kept"),
         PayloadStore(s3, bucket),
         SettleQueue(sqs, settle),
     )
@@ -336,3 +336,32 @@ def test_when_the_payload_cannot_be_kept_nothing_is_sent_and_the_messages_are_re
     assert api.posts == []
     assert failures == ["m0", "m1"]
     assert _dlq(aws) == []
+
+
+def test_a_dead_letter_too_large_for_sqs_keeps_its_body_in_s3_and_its_reason_in_the_dlq(aws):
+    # Given a message body of nearly 256 KiB that is not JSON (its reason would push it over the cap)
+    sqs, s3, dlq, _ = aws
+    source = sqs.create_queue(QueueName="records")["QueueUrl"]
+    body = "{not json " + "é" * 131_000  # 262,020 bytes: fits alone, not with its reason
+    event = _event([_msg("a")])
+    event["Records"].append({**event["Records"][0], "messageId": "big", "body": body})
+    # When processed
+    failures = _run(_writer(aws, Api()), event)
+    # Then it is not retried: the DLQ holds a small pointer with the reason, the body is in the bucket
+    assert failures == []
+    [letter] = sqs.receive_message(QueueUrl=dlq, MessageAttributeNames=["All"], VisibilityTimeout=0)[
+        "Messages"
+    ]
+    attributes = {k: v["StringValue"] for k, v in letter["MessageAttributes"].items()}
+    assert attributes["experiture.errorCode"] == "STREAM.MALFORMED_JSON"
+    assert attributes["experiture.sourceMessageId"] == "big"
+    location = json.loads(letter["Body"])["deadLetterBody"]
+    assert location == attributes["experiture.bodyLocation"] and location.startswith(
+        "s3://kept/dead-letters/"
+    )
+    kept = s3.get_object(Bucket="kept", Key=location.removeprefix("s3://kept/"))["Body"].read().decode()
+    assert kept == body
+    # And replaying the DLQ sends the original body back, without the reason attributes
+    assert replay(sqs, dlq, source, s3=s3, wait_seconds=0).moved == 1
+    [back] = sqs.receive_message(QueueUrl=source, MessageAttributeNames=["All"])["Messages"]
+    assert back["Body"] == body and "MessageAttributes" not in back

@@ -5,6 +5,10 @@ body when it could not be read). Its attributes say why (``experiture.errorCode`
 ``experiture.errorMessage``, ``experiture.correlationId``) and where it came from
 (``experiture.sourceMessageId``, ``experiture.recordIndex``, ``experiture.jobId``).
 
+A body that would not fit in an SQS message beside its reason (256 KiB) is kept in the stream bucket
+(``dead-letters/<hash>.json``) and the DLQ gets a small pointer document with the same reason
+attributes plus ``experiture.bodyLocation``; ``replay`` sends the kept body back.
+
 >>> letter = DeadLetter("{}", "STREAM.MALFORMED_JSON", "the body is not JSON", source_message_id="m-1")
 >>> sorted(letter.attributes())
 ['experiture.errorCode', 'experiture.errorMessage', 'experiture.sourceMessageId']
@@ -13,15 +17,24 @@ body when it could not be read). Its attributes say why (``experiture.errorCode`
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from experiture_ingest.streams.contract import ATTR_MATCH_KEY, ATTR_OBJECT, ATTR_OPERATION
-from experiture_ingest.streams.sqs import is_fifo, send_entries, string_attributes
+from experiture_ingest.streams.sqs import (
+    SQS_MAX_PAYLOAD_BYTES,
+    SqsSendError,
+    entry_size,
+    is_fifo,
+    send_entries,
+    string_attributes,
+)
 
 if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
     from mypy_boto3_sqs import SQSClient
     from mypy_boto3_sqs.type_defs import SendMessageBatchRequestEntryTypeDef
 
@@ -33,6 +46,8 @@ ATTR_CORRELATION_ID = "experiture.correlationId"
 ATTR_SOURCE_MESSAGE_ID = "experiture.sourceMessageId"
 ATTR_RECORD_INDEX = "experiture.recordIndex"
 ATTR_JOB_ID = "experiture.jobId"
+ATTR_BODY_LOCATION = "experiture.bodyLocation"
+DEAD_LETTER_PREFIX = "dead-letters/"
 REASON_ATTRIBUTES = (
     ATTR_ERROR_CODE,
     ATTR_ERROR_MESSAGE,
@@ -40,6 +55,7 @@ REASON_ATTRIBUTES = (
     ATTR_SOURCE_MESSAGE_ID,
     ATTR_RECORD_INDEX,
     ATTR_JOB_ID,
+    ATTR_BODY_LOCATION,
 )
 # The target attributes a bare-record body needs to be replayed.
 TARGET_ATTRIBUTES = (ATTR_OBJECT, ATTR_OPERATION, ATTR_MATCH_KEY)
@@ -75,25 +91,36 @@ class DeadLetter:
 
 
 class DeadLetterQueue:
-    """Sends dead letters to one queue (FIFO queues get a group and a content-based dedup id)."""
+    """Sends dead letters to one queue (FIFO queues get a group and a content-based dedup id).
 
-    def __init__(self, sqs: SQSClient, queue_url: str) -> None:
+    ``s3`` and ``bucket``: where a body too large for SQS beside its reason is kept (without them
+    such a letter raises SqsSendError, so its message is retried rather than its reason lost).
+    """
+
+    def __init__(
+        self, sqs: SQSClient, queue_url: str, s3: S3Client | None = None, bucket: str | None = None
+    ) -> None:
         self._sqs = sqs
         self.queue_url = queue_url
+        self._s3 = s3
+        self._bucket = bucket
 
     def send(self, letters: Sequence[DeadLetter]) -> int:
         entries: list[SendMessageBatchRequestEntryTypeDef] = []
         fifo = is_fifo(self.queue_url)
         for i, letter in enumerate(letters):
+            seed = f"{letter.source_message_id}|{letter.record_index}|{letter.job_id}|{letter.body}"
+            digest = hashlib.sha256(seed.encode()).hexdigest()
             entry: SendMessageBatchRequestEntryTypeDef = {
                 "Id": str(i),
                 "MessageBody": letter.body,
                 "MessageAttributes": letter.attributes(),
             }
+            if entry_size(entry) > SQS_MAX_PAYLOAD_BYTES:
+                self._keep_body(entry, letter, f"{DEAD_LETTER_PREFIX}{digest}.json")
             if fifo:
                 entry["MessageGroupId"] = letter.group_id or "dead-letters"
-                seed = f"{letter.source_message_id}|{letter.record_index}|{letter.job_id}|{letter.body}"
-                entry["MessageDeduplicationId"] = hashlib.sha256(seed.encode()).hexdigest()
+                entry["MessageDeduplicationId"] = digest
             entries.append(entry)
         sent = send_entries(self._sqs, self.queue_url, entries)
         for letter in letters:
@@ -110,6 +137,30 @@ class DeadLetterQueue:
             )
         return sent
 
+    def _keep_body(self, entry: SendMessageBatchRequestEntryTypeDef, letter: DeadLetter, key: str) -> None:
+        """Put the body in S3 and make ``entry`` a pointer to it, with the same reason attributes."""
+        if self._s3 is None or not self._bucket:
+            raise SqsSendError(f"a dead letter of {len(letter.body.encode())} bytes does not fit in SQS")
+        body = letter.body.encode()
+        self._s3.put_object(Bucket=self._bucket, Key=key, Body=body, ContentType="application/json")
+        location = f"s3://{self._bucket}/{key}"
+        entry["MessageBody"] = json.dumps(
+            {
+                "deadLetterBody": location,
+                "bytes": len(body),
+                "note": "the body was too large for SQS beside its reason; replay-dlq sends it from S3",
+            }
+        )
+        entry["MessageAttributes"] = {
+            **entry["MessageAttributes"],
+            **string_attributes({ATTR_BODY_LOCATION: location}),
+        }
+
+
+def _kept_body(s3: S3Client, location: str) -> str:
+    bucket, _, key = location.removeprefix("s3://").partition("/")
+    return s3.get_object(Bucket=bucket, Key=key)["Body"].read().decode()
+
 
 @dataclass(frozen=True)
 class ReplayResult:
@@ -124,11 +175,13 @@ def replay(
     *,
     limit: int | None = None,
     wait_seconds: int = 1,
+    s3: S3Client | None = None,
 ) -> ReplayResult:
     """Move dead letters back to the source queue (after a fix), without their reason attributes.
 
     Each message is deleted from the DLQ only after the source queue accepted it, so a crash
-    mid-replay duplicates at most the messages in flight and loses none.
+    mid-replay duplicates at most the messages in flight and loses none. A pointer to a body kept in
+    S3 is replaced by that body (``s3`` needed; without it the pointer is moved as it is).
     """
     moved = 0
     fifo = is_fifo(source_url)
@@ -152,9 +205,13 @@ def replay(
                 for name, value in message.get("MessageAttributes", {}).items()
                 if name not in REASON_ATTRIBUTES
             }
+            body = message["Body"]
+            kept = message.get("MessageAttributes", {}).get(ATTR_BODY_LOCATION, {}).get("StringValue")
+            if kept and s3 is not None:
+                body = _kept_body(s3, kept)
             entry: SendMessageBatchRequestEntryTypeDef = {
                 "Id": str(i),
-                "MessageBody": message["Body"],
+                "MessageBody": body,
                 "MessageAttributes": attributes,
             }
             if fifo:

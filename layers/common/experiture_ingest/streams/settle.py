@@ -151,7 +151,7 @@ class PayloadStore:
         self._s3.put_object(
             Bucket=self.bucket,
             Key=key,
-            Body=json.dumps(report, indent=2, sort_keys=True, default=str).encode(),
+            Body=json.dumps(report, indent=2, sort_keys=True, default=str, ensure_ascii=False).encode(),
             ContentType="application/json",
         )
 
@@ -292,7 +292,7 @@ class Settler:
             count = int(entry["records"])
             letters.append(
                 DeadLetter(
-                    json.dumps(envelope(target, records[offset : offset + count])),
+                    json.dumps(envelope(target, records[offset : offset + count]), ensure_ascii=False),
                     JOB_FAILED,
                     reason,
                     correlation_id=correlation_id,

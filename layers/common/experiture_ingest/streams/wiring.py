@@ -22,7 +22,7 @@ def build_writer(
     return StreamWriter(
         client,
         SchemaCache(client, settings.schema_ttl_seconds),
-        DeadLetterQueue(sqs, settings.dead_letter_queue_url),
+        DeadLetterQueue(sqs, settings.dead_letter_queue_url, s3, settings.payload_bucket),
         PayloadStore(s3, settings.payload_bucket),
         SettleQueue(sqs, settings.settle_queue_url, settings.cadence),
         default_target=settings.default_target,
@@ -37,6 +37,6 @@ def build_settler(
         client,
         PayloadStore(s3, settings.payload_bucket),
         SettleQueue(sqs, settings.settle_queue_url, settings.cadence),
-        DeadLetterQueue(sqs, settings.dead_letter_queue_url),
+        DeadLetterQueue(sqs, settings.dead_letter_queue_url, s3, settings.payload_bucket),
         max_redrives=settings.max_redrives,
     )
