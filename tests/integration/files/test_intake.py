@@ -149,6 +149,18 @@ def test_config_and_metadata_options_reach_the_init(env, invoke):
     assert run["options"]["listName"] == "April leads"
 
 
+def test_the_folder_config_applies_when_metadata_names_another_object(env, invoke):
+    # Given configs for the folder and for the object a file's metadata redirects it to
+    env.put_config("leads", {"listName": "From the folder", "createList": True})
+    env.put_config("contacts", {"listName": "From the object", "createList": True})
+    event = env.drop("incoming/leads/may.csv", CSV, Metadata={"experiture-object-name": "contacts"})
+    # When handled
+    invoke(event)
+    # Then the job goes to the metadata's object with the folder's config (config/<folder>.json)
+    (job,) = _import_jobs(env)
+    assert (job["objectName"], job["listName"]) == ("contacts", "From the folder")
+
+
 @pytest.mark.slow
 def test_an_expired_upload_slot_is_reinitialized_and_the_abandoned_job_recorded(env, invoke):
     # Given upload slots that live 2 s and a first upload that is held up for 3 s
