@@ -30,6 +30,7 @@ _OUTCOME_METRICS = {
     "reported": "BatchJobsWithInvalidRows",
     "redriven": "BatchJobsRedriven",
     "dead-lettered": "BatchJobsDeadLettered",
+    "stuck": "BatchJobsStuck",
 }
 
 

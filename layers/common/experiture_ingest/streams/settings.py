@@ -28,6 +28,8 @@ class StreamSettings(BaseModel):
     # No new request with less than this left of the invocation (the client may retry a call ~60 s).
     time_margin_seconds: float = Field(default=30.0, ge=0, alias="WRITER_TIME_MARGIN_SECONDS")
     max_redrives: int = Field(default=2, ge=0, le=10, alias="SETTLE_MAX_REDRIVES")
+    # A job still running this long after it was accepted is reported and dead-lettered (STREAM.JOB_STUCK).
+    max_age_seconds: float = Field(default=6 * 3600, ge=60, alias="SETTLE_MAX_AGE_SECONDS")
     poll_first_seconds: float = Field(default=BATCH_JOB_POLL[0], ge=0, alias="SETTLE_POLL_FIRST_SECONDS")
     poll_factor: float = Field(default=BATCH_JOB_POLL[1], ge=1, alias="SETTLE_POLL_FACTOR")
     poll_cap_seconds: float = Field(default=BATCH_JOB_POLL[2], ge=0, le=900, alias="SETTLE_POLL_CAP_SECONDS")

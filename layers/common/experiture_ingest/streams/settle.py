@@ -12,6 +12,9 @@ delay. The settle function checks the job; while it runs the ticket goes back wi
 - ``failed``: the kept payload is sent again (bounded re-drives, each with its own deterministic
   Idempotency-Key); when the re-drives are spent, every message it held is dead-lettered with the
   job's error message, and a report is written.
+- still running ``max_age_seconds`` (default 6 h) after it was accepted: the checks stop; a report is
+  written and every message it held is dead-lettered as ``STREAM.JOB_STUCK`` (nothing is lost, but
+  the API may yet finish the job: check it before replaying an append).
 
 >>> [cadence_delay(n) for n in range(9)]
 [2, 3, 5, 7, 11, 16, 23, 30, 30]
@@ -22,6 +25,8 @@ from __future__ import annotations
 import json
 import logging
 import math
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -55,6 +60,8 @@ SETTLED_TAG = "experiture-settled"
 # one whose request was then refused (or re-packed after a retry) expires by the lifecycle rule.
 UNSETTLED = "pending"
 JOB_FAILED = "STREAM.JOB_FAILED"
+JOB_STUCK = "STREAM.JOB_STUCK"
+SETTLE_MAX_AGE_SECONDS = 6 * 3600
 _SQS_MAX_DELAY = 900
 
 
@@ -102,6 +109,8 @@ class SettleTicket(BaseModel):
     redrives: int = Field(default=0, ge=0)
     checks: int = Field(default=0, ge=0)
     correlation_id: str | None = None
+    # When the job was accepted (epoch seconds); a ticket from before this field gets it at its next check.
+    accepted_at: float | None = None
 
 
 class PayloadStore:
@@ -182,7 +191,7 @@ class SettleQueue:
 
 @dataclass(frozen=True)
 class Settled:
-    """What one check did: ``outcome`` is pending, completed, reported, redriven or dead-lettered."""
+    """What one check did: ``outcome`` is pending, completed, reported, redriven, dead-lettered or stuck."""
 
     outcome: str
     job_id: str
@@ -202,12 +211,16 @@ class Settler:
         dead_letters: DeadLetterQueue,
         *,
         max_redrives: int = 2,
+        max_age_seconds: float = SETTLE_MAX_AGE_SECONDS,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._client = client
         self._payloads = payloads
         self._tickets = tickets
         self._dead_letters = dead_letters
         self._max_redrives = max_redrives
+        self._max_age = max_age_seconds
+        self._clock = clock
 
     def settle(self, ticket: SettleTicket) -> Settled:
         """Check the job once; raise on a transient error (the ticket is retried by SQS)."""
@@ -217,7 +230,13 @@ class Settler:
             # The API no longer knows the job: treat it as failed rather than lose the payload.
             status = BatchJobStatus(job_id=ticket.job_id, state="failed", error_message=str(exc))
         if not status.is_terminal:
-            self._tickets.send(ticket.model_copy(update={"checks": ticket.checks + 1}))
+            now = self._clock()
+            accepted_at = now if ticket.accepted_at is None else ticket.accepted_at
+            if now - accepted_at >= self._max_age:
+                return self._stuck(ticket, status, now - accepted_at)
+            self._tickets.send(
+                ticket.model_copy(update={"checks": ticket.checks + 1, "accepted_at": accepted_at})
+            )
             return Settled("pending", ticket.job_id)
         if status.state == "completed":
             if status.metrics.invalid_rows > 0:
@@ -259,6 +278,7 @@ class Settler:
                         "redrives": attempt,
                         "checks": 0,
                         "correlation_id": accepted.correlation_id,
+                        "accepted_at": self._clock(),
                     }
                 )
             )
@@ -268,6 +288,22 @@ class Settler:
             f"{status.error_message or 'no error message'}"
         )
         return self._dead_letter(ticket, payload, target, reason, status.correlation_id, status=status)
+
+    def _stuck(self, ticket: SettleTicket, status: BatchJobStatus, age: float) -> Settled:
+        """Stop checking a job that never settles: report it and dead-letter what it held."""
+        payload = self._payloads.get(ticket.payload_key)
+        target = Target.model_validate(payload["target"])
+        reason = (
+            f"batch job {ticket.job_id} is still {status.state} {age / 3600:.1f} h after it was accepted "
+            f"(limit {self._max_age / 3600:.1f} h, SETTLE_MAX_AGE_SECONDS); checks stopped. The API may "
+            "still finish it: check the job before replaying"
+        )
+        settled = self._dead_letter(
+            ticket, payload, target, reason, status.correlation_id, status=status, code=JOB_STUCK
+        )
+        return Settled(
+            "stuck", ticket.job_id, report_key=settled.report_key, dead_lettered=settled.dead_lettered
+        )
 
     def _resend(self, target: Target, request: dict[str, Any], key: str) -> BatchAccepted:
         body = encode_json(request)
@@ -284,6 +320,7 @@ class Settler:
         correlation_id: str | None,
         *,
         status: BatchJobStatus | None = None,
+        code: str = JOB_FAILED,
     ) -> Settled:
         records: list[dict[str, Any]] = payload["request"]["records"]
         letters = []
@@ -293,7 +330,7 @@ class Settler:
             letters.append(
                 DeadLetter(
                     json.dumps(envelope(target, records[offset : offset + count]), ensure_ascii=False),
-                    JOB_FAILED,
+                    code,
                     reason,
                     correlation_id=correlation_id,
                     source_message_id=entry["messageId"],

@@ -39,4 +39,5 @@ def build_settler(
         SettleQueue(sqs, settings.settle_queue_url, settings.cadence),
         DeadLetterQueue(sqs, settings.dead_letter_queue_url, s3, settings.payload_bucket),
         max_redrives=settings.max_redrives,
+        max_age_seconds=settings.max_age_seconds,
     )

@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -363,6 +364,7 @@ class StreamWriter:
                     idempotency_key=key,
                     records=request.record_count,
                     correlation_id=accepted.correlation_id,
+                    accepted_at=time.time(),
                 )
             )
         except Exception as exc:
