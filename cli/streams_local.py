@@ -55,11 +55,20 @@ class LocalStream:
     settle_dlq_url: str
     bucket: str
     invocations: list[Invocation] = field(default_factory=list)
+    ledger_table: str | None = None
 
     @classmethod
     def create(
-        cls, sqs: Any, s3: Any, *, name: str = "records", fifo: bool = False, max_receive_count: int = 5
+        cls,
+        sqs: Any,
+        s3: Any,
+        *,
+        name: str = "records",
+        fifo: bool = False,
+        max_receive_count: int = 5,
+        dynamodb: Any = None,
     ) -> LocalStream:
+        """The queues and bucket of the Streams section (and its ledger table with ``dynamodb``)."""
         suffix = ".fifo" if fifo else ""
         fifo_attrs = {"FifoQueue": "true", "ContentBasedDeduplication": "false"} if fifo else {}
         dlq_url = sqs.create_queue(QueueName=f"{name}-dlq{suffix}", Attributes=fifo_attrs)["QueueUrl"]
@@ -84,7 +93,16 @@ class LocalStream:
         )["QueueUrl"]
         bucket = f"{name}-payloads"
         s3.create_bucket(Bucket=bucket)
-        return cls(sqs, s3, queue_url, dlq_url, settle_url, settle_dlq, bucket)
+        ledger = None
+        if dynamodb is not None:
+            ledger = f"{name}-ledger"
+            dynamodb.create_table(
+                TableName=ledger,
+                KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+                AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+                BillingMode="PAY_PER_REQUEST",
+            )
+        return cls(sqs, s3, queue_url, dlq_url, settle_url, settle_dlq, bucket, ledger_table=ledger)
 
     def env(self, api_url: str, token: str, **extra: str) -> dict[str, str]:
         """The environment the two functions read (the template sets the same variables)."""
@@ -95,6 +113,7 @@ class LocalStream:
             "SETTLE_QUEUE_URL": self.settle_url,
             "PAYLOAD_BUCKET": self.bucket,
             "SETTLE_POLL_FIRST_SECONDS": "0",
+            **({"LEDGER_TABLE": self.ledger_table} if self.ledger_table else {}),
             **extra,
         }
 

@@ -34,7 +34,9 @@ def _count_retry(event: RetryEvent) -> None:
 def writer() -> StreamWriter:
     """The warm container's writer (its schema cache and HTTP pool live across invocations)."""
     client = ExperitureClient.from_settings(ClientSettings.from_env(), on_retry=_count_retry)
-    return build_writer(StreamSettings.from_env(), client, boto3.client("sqs"), boto3.client("s3"))
+    settings = StreamSettings.from_env()
+    dynamodb = boto3.client("dynamodb") if settings.ledger_table else None
+    return build_writer(settings, client, boto3.client("sqs"), boto3.client("s3"), dynamodb)
 
 
 def _publish(report: FlushReport) -> None:
@@ -45,6 +47,7 @@ def _publish(report: FlushReport) -> None:
         ("MessagesDeadLettered", report.messages_dead_lettered),
         ("MessagesRetried", len(report.retry)),
         ("MessagesOutOfTime", report.out_of_time),
+        ("MessagesAlreadyWritten", report.already_written),
         ("BatchRequestsSent", report.requests_sent),
         ("BatchRequestsRefused", report.requests_refused),
         ("BatchJobsAccepted", len(report.jobs)),

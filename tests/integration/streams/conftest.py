@@ -30,7 +30,7 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 @pytest.fixture
 def stream(aws: None, sandbox: SandboxHandle) -> Iterator[LocalStream]:
-    local = LocalStream.create(boto3.client("sqs"), boto3.client("s3"))
+    local = LocalStream.create(boto3.client("sqs"), boto3.client("s3"), dynamodb=boto3.client("dynamodb"))
     with handler_env(local.env(sandbox.base_url, sandbox.token, EXPERITURE_RETRY_MAX_ATTEMPTS="2")):
         yield local
 

@@ -173,6 +173,14 @@ def test_with_500s_and_429s_20000_upserts_arrive_exactly_once(stream: LocalStrea
     assert stream.dead_letters() == [] and stream.depth(stream.queue_url) == 0
 
 
+def _empty_ledger(stream: LocalStream) -> None:
+    import boto3
+
+    db = boto3.client("dynamodb")
+    for item in db.scan(TableName=stream.ledger_table)["Items"]:
+        db.delete_item(TableName=stream.ledger_table, Key={"pk": item["pk"]})
+
+
 def test_a_redelivered_batch_does_not_append_twice(stream: LocalStream, sandbox: SandboxHandle):
     # Given a batch of 300 event appends the writer handled once (say the function then timed out,
     # so SQS delivers the same batch again)
@@ -183,6 +191,8 @@ def test_a_redelivered_batch_does_not_append_twice(stream: LocalStream, sandbox:
     from cli.streams_local import FakeContext
 
     assert writer_app.handler(event, FakeContext()) == {"batchItemFailures": []}
+    # (and its ledger items were lost, so only the Idempotency-Key guards the replay)
+    _empty_ledger(stream)
 
     # When the same batch is delivered and handled again
     assert writer_app.handler(event, FakeContext()) == {"batchItemFailures": []}
@@ -193,6 +203,33 @@ def test_a_redelivered_batch_does_not_append_twice(stream: LocalStream, sandbox:
     assert [p["replayed"] for p in posts] == [False, True]
     assert posts[0]["idempotencyKey"] == posts[1]["idempotencyKey"]
     assert len(sandbox.admin.records("events")) == 300
+
+
+def test_a_batch_redelivered_in_a_different_grouping_does_not_append_twice(
+    stream: LocalStream, sandbox: SandboxHandle
+):
+    # Given 300 event appends in 6 messages that the writer handled once (say the function then timed
+    # out after the 202, so SQS delivers the messages again, this time split across two invocations)
+    sent = send_records(
+        stream.sqs, stream.queue_url, EVENTS, [_event(i) for i in range(300)], max_message_bytes=4500
+    )
+    assert sent == 6
+    event, _ = stream.receive_event(2000)
+    from cli.streams_local import FakeContext
+
+    assert writer_app.handler(event, FakeContext()) == {"batchItemFailures": []}
+
+    # When the same messages come back as two batches of 3 (different requests, different keys)
+    first, second = {"Records": event["Records"][:3]}, {"Records": event["Records"][3:]}
+    assert writer_app.handler(first, FakeContext()) == {"batchItemFailures": []}
+    assert writer_app.handler(second, FakeContext()) == {"batchItemFailures": []}
+    run_settler(stream)
+
+    # Then the ledger kept them from being sent again: one request, and the events are stored once
+    posts = sandbox.admin.requests(method="POST", path="/public/v1/records/events/")
+    assert len(posts) == 1
+    assert len(sandbox.admin.records("events")) == 300
+    assert stream.dead_letters() == []
 
 
 def test_a_failed_batch_job_is_redriven_then_dead_lettered_and_can_be_replayed(

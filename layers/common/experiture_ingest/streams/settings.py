@@ -27,6 +27,8 @@ class StreamSettings(BaseModel):
     schema_ttl_seconds: float = Field(default=300.0, ge=0, alias="SCHEMA_TTL_SECONDS")
     # No new request with less than this left of the invocation (the client may retry a call ~60 s).
     time_margin_seconds: float = Field(default=30.0, ge=0, alias="WRITER_TIME_MARGIN_SECONDS")
+    # DynamoDB table of messages already written (see streams.ledger); unset: no ledger.
+    ledger_table: str | None = Field(default=None, min_length=3, alias="LEDGER_TABLE")
     max_redrives: int = Field(default=2, ge=0, le=10, alias="SETTLE_MAX_REDRIVES")
     # A job still running this long after it was accepted is reported and dead-lettered (STREAM.JOB_STUCK).
     max_age_seconds: float = Field(default=6 * 3600, ge=60, alias="SETTLE_MAX_AGE_SECONDS")

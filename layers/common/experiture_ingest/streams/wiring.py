@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from experiture_ingest.client import ExperitureClient
 from experiture_ingest.streams.deadletters import DeadLetterQueue
+from experiture_ingest.streams.ledger import MessageLedger
 from experiture_ingest.streams.schema import SchemaCache
 from experiture_ingest.streams.settings import StreamSettings
 from experiture_ingest.streams.settle import PayloadStore, SettleQueue, Settler
@@ -17,8 +18,18 @@ if TYPE_CHECKING:
 
 
 def build_writer(
-    settings: StreamSettings, client: ExperitureClient, sqs: SQSClient, s3: S3Client
+    settings: StreamSettings,
+    client: ExperitureClient,
+    sqs: SQSClient,
+    s3: S3Client,
+    dynamodb: Any = None,
 ) -> StreamWriter:
+    """``dynamodb`` (a boto3 client) is needed when ``LEDGER_TABLE`` is set."""
+    ledger = None
+    if settings.ledger_table:
+        if dynamodb is None:
+            raise ValueError("LEDGER_TABLE is set but no DynamoDB client was given")
+        ledger = MessageLedger(dynamodb, settings.ledger_table)
     return StreamWriter(
         client,
         SchemaCache(client, settings.schema_ttl_seconds),
@@ -27,6 +38,7 @@ def build_writer(
         SettleQueue(sqs, settings.settle_queue_url, settings.cadence),
         default_target=settings.default_target,
         time_margin_seconds=settings.time_margin_seconds,
+        ledger=ledger,
     )
 
 

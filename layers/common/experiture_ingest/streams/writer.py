@@ -21,6 +21,7 @@ than the function timing out mid-batch with requests accepted but untracked.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
@@ -28,6 +29,8 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
 
 from experiture_ingest.client import (
     AuthenticationError,
@@ -49,6 +52,7 @@ from experiture_ingest.streams.contract import (
     parse_message,
 )
 from experiture_ingest.streams.deadletters import DeadLetter, DeadLetterQueue
+from experiture_ingest.streams.ledger import LedgerError, MessageLedger, ledger_key
 from experiture_ingest.streams.packing import PackedRequest, StagedMessage, pack, replace_message, split
 from experiture_ingest.streams.schema import UNKNOWN_FIELD, SchemaCache, check_record
 from experiture_ingest.streams.settle import (
@@ -96,6 +100,7 @@ class FlushReport:
     requests_refused: int = 0
     jobs: list[str] = field(default_factory=list)
     out_of_time: int = 0  # messages returned unsent because the invocation was about to time out
+    already_written: int = 0  # messages the ledger says an earlier delivery wrote (counted as written)
 
 
 @dataclass
@@ -124,6 +129,7 @@ class StreamWriter:
         on_request: Callable[[PackedRequest], None] | None = None,
         bisect_after: int = 3,
         time_margin_seconds: float = 30.0,
+        ledger: MessageLedger | None = None,
     ) -> None:
         self._client = client
         self._schemas = schemas
@@ -138,6 +144,7 @@ class StreamWriter:
         self._bisect_after = bisect_after
         self._margin_ms = time_margin_seconds * 1000
         self._remaining_ms: Callable[[], int] | None = None
+        self._ledger = ledger
         self._streak = 0  # record-level refusals in a row that the fresh schema did not explain
         self.begin()
 
@@ -148,6 +155,7 @@ class StreamWriter:
         self._staged: list[StagedMessage] = []
         self._pending: dict[str, _Pending] = {}
         self._order: list[str] = []
+        self._ledger_keys: dict[str, str] = {}
         self._report = FlushReport()
 
     # Phase 1: one message at a time --------------------------------------------------------------
@@ -156,6 +164,8 @@ class StreamWriter:
         """Read and check one message; raise TransientWriteError if it must be retried as a whole."""
         pending = self._pending.setdefault(message.message_id, _Pending())
         self._order.append(message.message_id)
+        digest = hashlib.sha256(message.body.encode()).hexdigest()
+        self._ledger_keys[message.message_id] = ledger_key(message.message_id, digest)
         try:
             parsed = parse_message(message.body, message.attributes, default=self._default)
         except ContractError as exc:
@@ -234,6 +244,7 @@ class StreamWriter:
         if self._fifo and report.retry:
             cutoff = min(self._order.index(mid) for mid in report.retry if mid in self._order)
             staged = [m for m in staged if m.position < cutoff]
+        staged = self._skip_written(staged)
         requests = pack(
             staged, max_records=self._max_records, max_bytes=self._max_bytes, contiguous=self._fifo
         )
@@ -319,7 +330,42 @@ class StreamWriter:
             for message in current.messages:
                 self._pending[message.message_id].written += len(message.records)
             self._report.jobs.append(accepted.job_id)
+            self._remember(current, accepted.job_id)
         return retry
+
+    def _skip_written(self, staged: list[StagedMessage]) -> list[StagedMessage]:
+        """``staged`` without the messages the ledger says are already in an accepted job."""
+        if self._ledger is None or not staged:
+            return staged
+        try:
+            done = self._ledger.written(self._ledger_keys[m.message_id] for m in staged)
+        except (LedgerError, BotoCoreError, ClientError) as exc:
+            # Without the ledger a redelivery regrouped differently may append twice; say so loudly.
+            logger.error("could not read the message ledger (%s); writing without it", exc)
+            return staged
+        keep: list[StagedMessage] = []
+        for message in staged:
+            job = done.get(self._ledger_keys[message.message_id])
+            if job is None:
+                keep.append(message)
+                continue
+            self._pending[message.message_id].written += len(message.records)
+            self._report.already_written += 1
+            logger.info(
+                "message %s is already in job %s; not sent again",
+                message.message_id,
+                job,
+                extra={"job_id": job},
+            )
+        return keep
+
+    def _remember(self, request: PackedRequest, job_id: str) -> None:
+        if self._ledger is None:
+            return
+        try:
+            self._ledger.record([self._ledger_keys[m.message_id] for m in request.messages], job_id)
+        except (LedgerError, BotoCoreError, ClientError) as exc:
+            logger.error("job %s is tracked but not in the message ledger (%s)", job_id, exc)
 
     def _out_of_time(self) -> bool:
         return self._remaining_ms is not None and self._remaining_ms() < self._margin_ms
