@@ -17,7 +17,6 @@ import io
 import os
 import shutil
 import sys
-import tempfile
 import time
 import warnings
 from collections.abc import Callable
@@ -73,7 +72,12 @@ def add_command(subparsers: Any) -> None:
     parser.add_argument(
         "--speed", default="realistic", help="sandbox job speed: instant, realistic or a factor"
     )
-    parser.add_argument("--keep", action="store_true", help="keep the work directory afterwards")
+    parser.add_argument(
+        "--workdir",
+        default=".demo",
+        type=Path,
+        help="where the demo leaves what it produced (emptied first; default: .demo)",
+    )
     parser.add_argument(
         "--only",
         choices=sorted(PARTS),
@@ -142,18 +146,18 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_parts(args: argparse.Namespace) -> int:
-    workdir = Path(tempfile.mkdtemp(prefix="experiture-demo-"))
-    try:
-        with running_sandbox(speed=args.speed, data_dir=str(workdir / "sandbox")) as sandbox:
-            print(f"Local Experiture sandbox at {sandbox.base_url} (token {sandbox.token})")
-            for name in args.only or DEFAULT_PARTS:
-                print(f"\n=== {name} ===\n", flush=True)
-                PARTS[name](sandbox, workdir)
-            if args.keep:
-                print(f"\nWork directory kept at {workdir}; the sandbox database is {sandbox.db_path}")
-    finally:
-        if not args.keep:
-            shutil.rmtree(workdir, ignore_errors=True)
+    workdir: Path = args.workdir.resolve()
+    shutil.rmtree(workdir, ignore_errors=True)
+    workdir.mkdir(parents=True)
+    with running_sandbox(speed=args.speed, data_dir=str(workdir / "sandbox")) as sandbox:
+        print(f"Local Experiture sandbox at {sandbox.base_url} (token {sandbox.token})")
+        for name in args.only or DEFAULT_PARTS:
+            print(f"\n=== {name} ===\n", flush=True)
+            PARTS[name](sandbox, workdir)
+        print(
+            f"\nEverything the demo produced is under {workdir}: result summaries, the errors file, "
+            f"dead letters, and the sandbox's SQLite database ({Path(sandbox.db_path).name})."
+        )
     return 0
 
 

@@ -10,9 +10,9 @@ from cli.main import main
 
 
 @pytest.mark.slow
-def test_demo_runs_files_and_streams_and_reports_outcomes(capsys):
+def test_demo_runs_files_and_streams_and_reports_outcomes(capsys, tmp_path):
     # Given nothing configured, when the demo runs (jobs at instant speed to keep the suite fast)
-    assert main(["demo", "--speed", "instant"]) == 0
+    assert main(["demo", "--speed", "instant", "--workdir", str(tmp_path / "demo")]) == 0
     out = capsys.readouterr().out
     # Then the files part imported the good rows and brought the rejected ones back with reasons
     assert "Imported 5 of 8 rows into contacts; 3 rows were rejected" in out
@@ -24,9 +24,13 @@ def test_demo_runs_files_and_streams_and_reports_outcomes(capsys):
     assert "dead letter: VALIDATION_TYPE_MISMATCH" in out
     # and no CloudWatch metric blob or traceback reached the screen
     assert '"_aws"' not in out and "Traceback" not in out
+    # and what it printed is there to read afterwards
+    summary = tmp_path / "demo/results/incoming/contacts/2026/spring.csv.json"
+    assert '"completed_with_errors"' in summary.read_text()
+    assert (tmp_path / "demo/sandbox").is_dir()
 
 
-def test_demo_client_part_alone(capsys):
-    assert main(["demo", "--only", "client", "--speed", "instant"]) == 0
+def test_demo_client_part_alone(capsys, tmp_path):
+    assert main(["demo", "--only", "client", "--speed", "instant", "--workdir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "8 rows imported" in out and "4 rejected" in out
