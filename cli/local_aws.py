@@ -38,7 +38,7 @@ import traceback
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import ModuleType
@@ -48,6 +48,8 @@ from urllib.parse import quote_plus
 
 import boto3
 import yaml  # type: ignore[import-untyped]
+
+from cli.lambda_context import LambdaContext
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = ROOT / "template.yaml"
@@ -153,23 +155,6 @@ def resolve_machine(template: dict[str, Any] | None = None, root: Path = ROOT) -
 
 
 # The shim ----------------------------------------------------------------------------------------
-
-
-@dataclass
-class LambdaContext:
-    """Enough of Lambda's context object for Powertools (name, ARN, request id, time left)."""
-
-    function_name: str
-    invoked_function_arn: str
-    memory_limit_in_mb: int = 512
-    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
-    function_version: str = "$LATEST"
-    log_group_name: str = "/aws/lambda/local"
-    log_stream_name: str = "local"
-    deadline: float = field(default_factory=lambda: time.monotonic() + 900)
-
-    def get_remaining_time_in_millis(self) -> int:
-        return max(0, int((self.deadline - time.monotonic()) * 1000))
 
 
 def _lambda_invoker(routes: Mapping[str, tuple[str, Handler]]) -> Callable[..., dict[str, Any]]:

@@ -18,21 +18,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from cli.lambda_context import LambdaContext
+
 INVOCATION_PAYLOAD_CAP = 6 * 1024 * 1024
 Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
 
 
-@dataclass
-class FakeContext:
-    """Enough of a LambdaContext for Powertools' logger."""
-
-    function_name: str = "local-record-writer"
-    memory_limit_in_mb: int = 1024
-    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:local-record-writer"
-    aws_request_id: str = "local"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 120_000
+def FakeContext(function_name: str = "local-record-writer") -> LambdaContext:
+    """The writer's and settler's context: their 120 s timeout."""
+    return LambdaContext.for_function(function_name, timeout_seconds=120)
 
 
 @dataclass

@@ -17,20 +17,13 @@ import boto3
 import pytest
 from moto import mock_aws
 
+from cli.lambda_context import LambdaContext
 from experiture_ingest.client import client_from_env
 from sandbox.testing import SandboxHandle
 
 BUCKET = "ingest-test"
 REGION = "us-east-1"
 PASS_MACHINE = json.dumps({"StartAt": "Hold", "States": {"Hold": {"Type": "Pass", "End": True}}})
-
-
-@dataclass
-class LambdaContext:
-    function_name: str = "intake"
-    memory_limit_in_mb: int = 512
-    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:intake"
-    aws_request_id: str = "req-1"
 
 
 def s3_event(bucket: str, key: str, size: int, etag: str, version_id: str | None) -> dict[str, Any]:
@@ -131,6 +124,6 @@ def invoke(env: Env) -> Callable[[dict[str, Any]], dict[str, Any]]:
     import functions.intake.app as app
 
     def run(event: dict[str, Any]) -> dict[str, Any]:
-        return app.handler(event, LambdaContext())  # type: ignore[no-any-return]
+        return app.handler(event, LambdaContext.for_function("intake"))  # type: ignore[no-any-return]
 
     return run
