@@ -4,12 +4,8 @@ its messages dead-lettered (nothing lost)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
-import boto3
 import httpx
-import pytest
-from moto import mock_aws
 
 from experiture_ingest.client import BearerToken, ExperitureClient, RetryPolicy
 from experiture_ingest.streams.contract import Target
@@ -31,19 +27,6 @@ def _api(request: httpx.Request) -> httpx.Response:
     # The job is accepted and never moves on
     job = {"jobId": request.url.path.rsplit("/", 1)[-1], "state": "processing"}
     return httpx.Response(200, json={"success": True, "data": job, "correlationId": "c-stuck"})
-
-
-@pytest.fixture
-def aws(monkeypatch) -> Iterator[tuple]:
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "x")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "x")
-    with mock_aws():
-        sqs, s3 = boto3.client("sqs"), boto3.client("s3")
-        s3.create_bucket(Bucket="kept")
-        dlq = sqs.create_queue(QueueName="dlq")["QueueUrl"]
-        settle = sqs.create_queue(QueueName="settle")["QueueUrl"]
-        yield sqs, s3, dlq, settle
 
 
 def _settler(aws, now: float) -> Settler:

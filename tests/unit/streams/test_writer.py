@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
-import boto3
 import httpx
-import pytest
 from aws_lambda_powertools.utilities.batch import process_partial_response
-from moto import mock_aws
 
 from experiture_ingest.client import BearerToken, ExperitureClient, RetryPolicy
 from experiture_ingest.streams.deadletters import DeadLetterQueue, replay
@@ -55,19 +51,6 @@ class Api:
                 },
             },
         )
-
-
-@pytest.fixture
-def aws(monkeypatch) -> Iterator[tuple]:
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "x")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "x")
-    with mock_aws():
-        sqs, s3 = boto3.client("sqs"), boto3.client("s3")
-        s3.create_bucket(Bucket="kept")
-        dlq = sqs.create_queue(QueueName="dlq")["QueueUrl"]
-        settle = sqs.create_queue(QueueName="settle")["QueueUrl"]
-        yield sqs, s3, dlq, settle
 
 
 def _writer(aws, api, bucket: str = "kept") -> StreamWriter:
