@@ -10,22 +10,20 @@ import httpx
 
 
 def wait_import(api: httpx.Client, job_id: str, timeout: float = 10.0) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        data = api.get(f"/import-jobs/{job_id}").json()["data"]
-        if data["state"] in ("completed", "failed"):
-            return data
-        assert time.monotonic() < deadline, f"import {job_id} still {data['state']}"
-        time.sleep(0.02)
+    return _wait_terminal(api, f"/import-jobs/{job_id}", timeout)
 
 
 def wait_batch(api: httpx.Client, obj: str, job_id: str, timeout: float = 10.0) -> dict[str, Any]:
+    return _wait_terminal(api, f"/records/{obj}/jobs/{job_id}", timeout)
+
+
+def _wait_terminal(api: httpx.Client, path: str, timeout: float) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while True:
-        data = api.get(f"/records/{obj}/jobs/{job_id}").json()["data"]
+        data: dict[str, Any] = api.get(path).json()["data"]
         if data["state"] in ("completed", "failed"):
             return data
-        assert time.monotonic() < deadline, f"batch job {job_id} still {data['state']}"
+        assert time.monotonic() < deadline, f"{path} still {data['state']}"
         time.sleep(0.02)
 
 
