@@ -497,7 +497,13 @@ async def upload(request: Request) -> Response:
     if received != length:
         part.unlink(missing_ok=True)
         return storage_error(400, "IncompleteBody", "The body does not match Content-Length")
-    info = {"complete": True, "bytes": received, "sha256": sha.hexdigest(), "uploadedAt": now_iso()}
+    info = {
+        "complete": True,
+        "bytes": received,
+        "sha256": sha.hexdigest(),
+        "uploadedAt": now_iso(),
+        "contentTypes": request.headers.getlist("content-type"),  # as received: tests count them
+    }
 
     def record() -> str | None:
         # State check and rename in one transaction: a slow PUT that ends after the job started must

@@ -24,7 +24,8 @@ The handle (:class:`SandboxHandle`) has ``base_url`` (".../public/v1"), ``root_u
 - ``wait_job(job_id, timeout=10)`` -> the job once completed/failed
 - ``requests(method=None, path=None)`` -> requests received (method, path, status, idempotencyKey,
   replayed, correlationId, clientId, fault, durationMs), oldest first; ``path`` is a prefix
-- ``upload_info(job_id)`` -> {complete, bytes, sha256, uploadedAt, path, exists}; ``upload_bytes(job_id)``
+- ``upload_info(job_id)`` -> {complete, bytes, sha256, uploadedAt, contentTypes (every Content-Type
+  value the last complete upload carried), path, exists}; ``upload_bytes(job_id)``
 - ``import_timeline()`` -> one entry per import job that started, in start order: {jobId, objectName,
   fileName, state, startedAt, finishedAt (None while running), startSeq, finishSeq}; the ``*Seq``
   numbers order every start and finish in one sequence (in commit order, finer than timestamps)

@@ -12,7 +12,9 @@ Steps, each visible to the user in ``results/<key>.json`` and the object's tags:
    ETag): a duplicated init replays the same job instead of creating one.
 4. **Upload** the exact object version, streamed (see :mod:`~experiture_ingest.files.streaming`),
    retried from byte 0 by the client; an expired slot, or one that keeps failing, is abandoned for a
-   fresh job (a new, still deterministic, key) and its id recorded.
+   fresh job (a new, still deterministic, key) and its id recorded. A storage refusal that a fresh
+   slot would get too (a signature or access refusal) fails the file, naming the storage's code,
+   without opening another job.
 5. **Hand off** to the import state machine (:class:`~experiture_ingest.files.handoff.ImportRun`).
 
 >>> import uuid
@@ -46,6 +48,7 @@ from experiture_ingest.client import (
     ForbiddenError,
     ImportJobInit,
     UploadError,
+    UploadRefusedError,
     UploadResult,
     UploadSlot,
     UploadSlotExpiredError,
@@ -139,6 +142,7 @@ class _File:
     etag: str | None = None
     correlation_ids: list[str] = field(default_factory=list)
     abandoned: list[str] = field(default_factory=list)
+    refused_job_id: str | None = None  # the job whose upload the storage refused (left pending)
 
 
 def _identity(bucket: str, key: str, version_id: str | None, etag: str | None) -> bytes:
@@ -398,6 +402,12 @@ class Intake:
             except UploadSlotExpiredError as exc:
                 last_error = exc
                 logger.warning("job %s: upload slot expired (%s); initializing a fresh job", slot.job_id, exc)
+            except UploadRefusedError:
+                if self._delivered_by_twin(slot.job_id):
+                    return slot, UploadResult(0, request.file_size, 0, 0.0)
+                # A signature or access refusal: a fresh job would be refused alike (and left pending).
+                file.refused_job_id = slot.job_id
+                raise
             except ExperitureError as exc:
                 if not exc.retryable and self._delivered_by_twin(slot.job_id):
                     # The slot is closed because a concurrent delivery uploaded and started this job.
@@ -457,6 +467,8 @@ class Intake:
             abandonedJobIds=file.abandoned,
             willRetry=retry,
         )
+        if file.refused_job_id:
+            file.summary["jobId"] = file.refused_job_id
         logger.error("file %s: %s", outcome, exc)
         self._report(file, tag=True)
         return IntakeOutcome(outcome, file.summary, retry=retry, abandoned_job_ids=file.abandoned)
