@@ -4,7 +4,8 @@ Steps, each visible to the user in ``results/<key>.json`` and the object's tags:
 
 1. **Refuse** what cannot be imported, without calling the API: a key outside ``incoming/<object>/``,
    a folder marker, an unsupported extension, an empty object, one over the single-PUT limit, a
-   malformed ``config/<object>.json`` or malformed ``experiture-*`` metadata.
+   malformed ``config/<object>.json`` or malformed ``experiture-*`` metadata, a CSV or Parquet
+   header naming a column twice.
 2. **Skip duplicates**: S3 delivers events at least once. The execution name is derived from the
    object version, so a version already handed off is recognised (and a race between two deliveries
    is settled by Step Functions refusing a second execution of that name).
@@ -56,6 +57,7 @@ from experiture_ingest.client import (
 from experiture_ingest.client.idempotency import derived_key
 from experiture_ingest.files.formats import FileFormat, detect_format, supported_extensions
 from experiture_ingest.files.handoff import ImportRun, IntakeRecord, PollSettings, SourceObject
+from experiture_ingest.files.header import DuplicateColumnsError, HeaderError, read_columns
 from experiture_ingest.files.layout import INCOMING_PREFIX
 from experiture_ingest.files.results import summary_tags, tag_source, write_summary
 from experiture_ingest.files.routing import Refusal, folder_of, load_config, resolve_options
@@ -225,6 +227,16 @@ class Intake:
             options = resolve_options(
                 load_config(self.s3, dropped.bucket, folder), head.get("Metadata") or {}
             )
+            source = SourceObject(
+                bucket=dropped.bucket,
+                key=dropped.key,
+                version_id=file.version_id,
+                etag=file.etag,
+                size=size,
+                format=fmt.format,
+                compression=fmt.compression,
+            )
+            self._check_header(source)
         except Refusal as refusal:
             return self._refuse(file, refusal, tag=refusal.code != "OBJECT_GONE")
         except (ClientError, BotoCoreError) as exc:
@@ -264,15 +276,7 @@ class Intake:
         run = ImportRun(
             job_id=slot.job_id,
             object_name=object_name,
-            source=SourceObject(
-                bucket=dropped.bucket,
-                key=dropped.key,
-                version_id=file.version_id,
-                etag=file.etag,
-                size=size,
-                format=fmt.format,
-                compression=fmt.compression,
-            ),
+            source=source,
             options=options,
             poll=self.settings.poll(),
             intake=IntakeRecord(
@@ -357,6 +361,20 @@ class Intake:
                 f"the object has {size} bytes, over the upload slot's single-PUT limit of {limit} bytes; "
                 "split it into smaller files",
             )
+
+    def _check_header(self, source: SourceObject) -> None:
+        """Refuse a header that names a column twice before any job exists (one small ranged GET).
+
+        Other header problems are left to the mapping step, which reports them as before.
+        """
+        if source.format not in ("csv", "parquet"):
+            return
+        try:
+            read_columns(self.s3, source)
+        except DuplicateColumnsError as exc:
+            raise Refusal(exc.code, str(exc).removeprefix(f"{exc.code}: ")) from None
+        except HeaderError:
+            return
 
     # Init + upload ----------------------------------------------------------------------------
 
