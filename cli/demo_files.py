@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from cli.local_aws import LocalAws, s3_event
+from experiture_ingest.files.layout import result_key
 from sandbox.testing import SandboxHandle
 
 SAMPLES = Path(__file__).parent / "samples"
@@ -111,15 +112,15 @@ def _follow(aws: LocalAws, timeout: float = 120.0) -> None:
 
 def _show_refusal(aws: LocalAws, key: str) -> None:
     try:
-        summary = json.loads(aws.s3.get_object(Bucket=BUCKET, Key=f"results/{key}.json")["Body"].read())
+        summary = json.loads(aws.s3.get_object(Bucket=BUCKET, Key=result_key(key))["Body"].read())
     except aws.s3.exceptions.NoSuchKey:
         return
     reason = summary.get("reason") or {}
-    _say(f"    results/{key}.json: {reason.get('message') or summary.get('outcome')}")
+    _say(f"    {result_key(key)}: {reason.get('message') or summary.get('outcome')}")
 
 
 def _show(aws: LocalAws, key: str, workdir: Path) -> None:
-    summary_key = f"results/{key}.json"
+    summary_key = result_key(key)
     try:
         body = aws.s3.get_object(Bucket=BUCKET, Key=summary_key)["Body"].read()
     except aws.s3.exceptions.NoSuchKey:

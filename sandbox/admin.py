@@ -133,6 +133,13 @@ async def requests_log(request: Request) -> Response:
     return JSONResponse({"requests": rows})
 
 
+async def import_timeline(request: Request) -> Response:
+    """Each started import job's start and finish, in start order (``startSeq``/``finishSeq`` order
+    every start and finish in one sequence, for overlap checks finer than timestamps)."""
+    rows = await run_in_threadpool(_sb(request).store.import_timeline)
+    return JSONResponse({"timeline": rows})
+
+
 async def upload_info(request: Request) -> Response:
     sb = _sb(request)
     job_id = request.path_params["job_id"]
@@ -226,6 +233,7 @@ routes = [
     Route("/jobs/{job_id}", job, methods=["GET"]),
     Route("/jobs/{job_id}/fail", fail, methods=["POST"]),
     Route("/requests", requests_log, methods=["GET"]),
+    Route("/import-timeline", import_timeline, methods=["GET"]),
     Route("/import-jobs/{job_id}/upload", upload_bytes, methods=["GET"]),
     Route("/import-jobs/{job_id}/upload-info", upload_info, methods=["GET"]),
     Route("/faults", faults, methods=["GET", "PUT", "POST", "DELETE"]),

@@ -200,16 +200,24 @@ class Outer:
         if status in (429, 503):
             headers["Retry-After"] = str(decision.retry_after if decision.retry_after is not None else 1)
         if path.startswith(STORAGE_PREFIXES):
-            code = {429: "SlowDown", 503: "SlowDown", 500: "InternalError"}.get(status, "InjectedFault")
-            response = imports.storage_error(status, code, "injected fault")
+            storage_code = decision.code or {
+                403: "AccessDenied",
+                429: "SlowDown",
+                503: "SlowDown",
+                500: "InternalError",
+            }.get(status, "InjectedFault")
+            default = "Access Denied" if storage_code == "AccessDenied" else "injected fault"
+            response = imports.storage_error(status, storage_code, decision.message or default)
             response.headers.update(headers)
             return response
-        code = {
+        code = decision.code or {
             429: "CDP_ETL.RATE.LIMITED",
             500: "CDP_ETL.INTERNAL_ERROR",
             503: "CDP_ETL.SERVICE_UNAVAILABLE",
         }.get(status, "CDP_ETL.FAULT.INJECTED")
-        err = ApiError(status, code, "injected fault (sandbox fault plan)", headers=headers)
+        err = ApiError(
+            status, code, decision.message or "injected fault (sandbox fault plan)", headers=headers
+        )
         body_bytes = json_bytes(error_body(scope["state"]["correlation_id"], err))
         return Response(body_bytes, status_code=status, headers=headers, media_type="application/json")
 

@@ -9,7 +9,7 @@ import sys
 import tempfile
 from typing import Any
 
-from sandbox.config import ALL_SCOPES, OAuthClient, SandboxOptions, speed_timings
+from sandbox.config import ALL_SCOPES, CONCURRENCY_REFUSALS, OAuthClient, SandboxOptions, speed_timings
 from sandbox.faults import FaultPlanError, parse_plan
 from sandbox.schemas import SchemaError, load_schema_file
 
@@ -41,7 +41,26 @@ def add_command(subparsers: Any) -> None:
     parser.add_argument(
         "--token-ttl", type=int, default=3600, help="lifetime of issued OAuth tokens, seconds"
     )
-    parser.add_argument("--max-running-imports", type=int, default=10, help="concurrent running import jobs")
+    parser.add_argument(
+        "--max-running-jobs",
+        "--max-running-imports",
+        dest="max_running_jobs",
+        type=int,
+        default=10,
+        help="the workspace's limit of running import jobs (default 10, as the docs say)",
+    )
+    parser.add_argument(
+        "--concurrency-refusal",
+        choices=CONCURRENCY_REFUSALS,
+        default="429",
+        help="how a start beyond the limit is refused: 429 CDP_ETL.IMPORT.CONCURRENCY_LIMIT (default), "
+        "429-rate (429 CDP_ETL.RATE.LIMITED) or 409 (409 CDP_ETL.IMPORT.INVALID_STATE, job stays ready)",
+    )
+    parser.add_argument(
+        "--cache-refusals",
+        action="store_true",
+        help="store 429 answers under their Idempotency-Key and replay them for 24 h like other 4xx",
+    )
     parser.add_argument(
         "--upload-header",
         action="append",
@@ -64,6 +83,8 @@ def build_options(args: argparse.Namespace) -> SandboxOptions:
         with open(args.faults, encoding="utf-8") as fh:
             faults = json.load(fh)
         parse_plan(faults)
+    if args.max_running_jobs < 0:
+        raise ValueError("--max-running-jobs must not be negative")
     headers: dict[str, str] = {}
     for item in args.upload_header:
         name, sep, value = item.partition(":")
@@ -78,7 +99,12 @@ def build_options(args: argparse.Namespace) -> SandboxOptions:
         schemas_file=args.schemas,
         faults=faults,
         clients=[OAuthClient(args.client_id, args.client_secret, ALL_SCOPES, args.token_ttl)],
-        config={"maxRunningImports": args.max_running_imports, "uploadHeaders": headers},
+        config={
+            "maxRunningImports": args.max_running_jobs,
+            "concurrencyRefusal": args.concurrency_refusal,
+            "cacheRefusals": args.cache_refusals,
+            "uploadHeaders": headers,
+        },
     )
 
 

@@ -16,6 +16,9 @@ ALL_SCOPES = (
 
 GIB = 1024**3
 
+# How a start beyond the running-jobs limit is refused (``concurrencyRefusal``): the docs allow each.
+CONCURRENCY_REFUSALS = ("429", "429-rate", "409")
+
 # Durations of a "realistic" job, divided by a numeric --speed factor.
 REALISTIC = {"queueSeconds": 1.0, "batchJobSeconds": 2.0, "importJobSeconds": 8.0}
 
@@ -53,6 +56,12 @@ class RuntimeConfig:
     maxImportFileBytes: int = 50 * GIB
     uploadHeaders: dict[str, str] = field(default_factory=dict)
     concurrencyRetryAfterSeconds: int = 30
+    # "429": 429 CDP_ETL.IMPORT.CONCURRENCY_LIMIT; "429-rate": 429 CDP_ETL.RATE.LIMITED; "409": 409
+    # CDP_ETL.IMPORT.INVALID_STATE while the job stays ready (docs 001: "not allowed in the current state").
+    concurrencyRefusal: str = "429"
+    # Store 429 answers under their Idempotency-Key and replay them for 24 h like other 4xx (docs 002
+    # allow that reading); off: 429 and 5xx are not stored, so a retry with the same key runs again.
+    cacheRefusals: bool = False
     tokenTtlSeconds: int = 3600
 
     def to_dict(self) -> dict[str, Any]:
@@ -65,7 +74,15 @@ class RuntimeConfig:
             if key not in known:
                 raise ValueError(f"unknown config key {key!r}; known: {', '.join(sorted(known))}")
             current = getattr(self, key)
-            if isinstance(current, dict):
+            if key == "concurrencyRefusal":
+                if value not in CONCURRENCY_REFUSALS:
+                    raise ValueError(f"{key} must be one of {', '.join(CONCURRENCY_REFUSALS)}")
+                setattr(self, key, value)
+            elif isinstance(current, bool):
+                if not isinstance(value, bool):
+                    raise ValueError(f"{key} must be true or false")
+                setattr(self, key, value)
+            elif isinstance(current, dict):
                 if not isinstance(value, dict) or not all(
                     isinstance(k, str) and isinstance(v, str) for k, v in value.items()
                 ):
@@ -74,6 +91,8 @@ class RuntimeConfig:
             elif isinstance(current, int) and not isinstance(current, bool):
                 if isinstance(value, bool) or not isinstance(value, int | float):
                     raise ValueError(f"{key} must be a number")
+                if value < 0:
+                    raise ValueError(f"{key} must not be negative")
                 setattr(self, key, int(value))
             else:
                 if isinstance(value, bool) or not isinstance(value, int | float):

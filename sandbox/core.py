@@ -321,9 +321,11 @@ def api_endpoint(
         except BaseException:
             await run_in_threadpool(sandbox.store.idem_release, principal.client_id, route, key)
             raise
-        if response.status_code >= 500 or response.status_code == 429:
+        refused = response.status_code == 429 and not sandbox.config.cacheRefusals
+        if response.status_code >= 500 or refused:
             # Not stored: the request did not run to completion, and a retry with the same key
             # (after Retry-After) must be able to succeed, as the IETF Idempotency-Key draft says.
+            # With cacheRefusals a 429 is stored like any 4xx (docs 002's "cached original response").
             await run_in_threadpool(sandbox.store.idem_release, principal.client_id, route, key)
         else:
             kept = {k: v for k, v in response.headers.items() if k.lower() in ("retry-after", "location")}

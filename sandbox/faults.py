@@ -21,6 +21,9 @@ Idempotency-Key is claimed, while it is "in progress", instead of before it is r
 is processed), ``after_processing`` once the request was fully handled (the work is done, the answer
 is lost: what a client's retry with the same Idempotency-Key is for); the first status or drop rule
 that fires decides the answer.
+A status rule may name the ``code`` (and ``message``) of its answer: the API's error code in the
+envelope, or the storage's ``<Code>`` on ``/uploads/`` and ``/error-files/`` (default there: 403
+``AccessDenied``, 429/503 ``SlowDown``, 500 ``InternalError``).
 ``jobFailures`` make the next ``times`` batch or import jobs (optionally of one ``objectName``) end
 ``failed``. Admin routes (``/_sandbox/...``) are never faulted.
 """
@@ -46,6 +49,8 @@ class FaultRule:
     method: str = "*"
     status: int | None = None
     retry_after: int | None = None
+    code: str | None = None
+    message: str | None = None
     latency_ms: float = 0.0
     drop: str | None = None
     after_bytes: int = 65536
@@ -65,6 +70,8 @@ class FaultRule:
             "method",
             "status",
             "retryAfter",
+            "code",
+            "message",
             "latencyMs",
             "drop",
             "afterBytes",
@@ -81,6 +88,8 @@ class FaultRule:
             method=str(raw.get("method", "*")).upper(),
             status=raw.get("status"),
             retry_after=raw.get("retryAfter"),
+            code=raw.get("code"),
+            message=raw.get("message"),
             latency_ms=float(raw.get("latencyMs", 0) or 0),
             drop=raw.get("drop"),
             after_bytes=int(raw.get("afterBytes", 65536)),
@@ -96,6 +105,11 @@ class FaultRule:
             raise FaultPlanError(f"{where}: give exactly one of status, drop, latencyMs")
         if rule.status is not None and not (isinstance(rule.status, int) and 400 <= rule.status <= 599):
             raise FaultPlanError(f"{where}: status must be an HTTP error status (400-599)")
+        if (rule.code is not None or rule.message is not None) and rule.status is None:
+            raise FaultPlanError(f"{where}: code and message go with a status")
+        for name, value in (("code", rule.code), ("message", rule.message)):
+            if value is not None and (not isinstance(value, str) or not value):
+                raise FaultPlanError(f"{where}: {name} must be a non-empty string")
         if rule.drop is not None and rule.drop not in DROP_MODES:
             raise FaultPlanError(f"{where}: drop must be one of {DROP_MODES}")
         if rule.rate is not None and not (0 <= float(rule.rate) <= 1):
@@ -113,6 +127,10 @@ class FaultRule:
             out["status"] = self.status
             if self.retry_after is not None:
                 out["retryAfter"] = self.retry_after
+            if self.code is not None:
+                out["code"] = self.code
+            if self.message is not None:
+                out["message"] = self.message
         if self.latency_ms:
             out["latencyMs"] = self.latency_ms
             out["phase"] = self.phase
@@ -162,6 +180,8 @@ class Decision:
     processing_latency_ms: float = 0.0
     status: int | None = None
     retry_after: int | None = None
+    code: str | None = None
+    message: str | None = None
     drop: str | None = None
     after_bytes: int = 0
     label: str | None = None
@@ -242,6 +262,8 @@ class Faults:
                     continue
                 decision.status = rule.status
                 decision.retry_after = rule.retry_after
+                decision.code = rule.code
+                decision.message = rule.message
                 decision.drop = rule.drop
                 decision.after_bytes = rule.after_bytes
                 decision.label = f"drop:{rule.drop}" if rule.drop else f"status:{rule.status}"

@@ -13,12 +13,14 @@ import io
 import json
 import logging
 import os
+import secrets
 import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from xml.sax.saxutils import escape
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
@@ -311,15 +313,7 @@ def start(call: Call) -> tuple[int, Any]:
             raise invalid_state(doc, "start")
         running = c.execute("SELECT COUNT(*) AS n FROM import_jobs WHERE state = 'running'").fetchone()["n"]
         if running >= limit:
-            retry = sandbox.config.concurrencyRetryAfterSeconds
-            raise ApiError(
-                429,
-                "CDP_ETL.IMPORT.CONCURRENCY_LIMIT",
-                f"the workspace already runs {running} import jobs (limit {limit})",
-                details={"limit": limit, "running": running},
-                remediation=f"Retry the same start after {retry} s; the job stays ready.",
-                headers={"Retry-After": str(retry)},
-            )
+            raise capacity_refusal(sandbox, running, limit)
         ts = now_iso()
         doc.update(state="running", stage="validate", startedAt=ts, updatedAt=ts, lane="standard")
         forced = sandbox.faults.take_job_failure("import", doc["objectName"])
@@ -327,6 +321,7 @@ def start(call: Call) -> tuple[int, Any]:
             doc["_forceFail"] = forced
         doc["_jobSeconds"] = sandbox.config.importJobSeconds
         sandbox.store.put_job(TABLE, doc, c)
+        sandbox.store.timeline_event(c, doc, "started", ts)
     launch(sandbox, job_id)
     return 200, {
         "status": "started",
@@ -334,6 +329,35 @@ def start(call: Call) -> tuple[int, Any]:
         "lane": "standard",
         "message": "Job queued for processing",
     }
+
+
+def capacity_refusal(sandbox: Sandbox, running: int, limit: int) -> ApiError:
+    """The answer to a start beyond the workspace's running-jobs limit, as ``concurrencyRefusal`` says.
+
+    The job stays ``ready`` in every case, so the same job may be started again later.
+    """
+    retry = sandbox.config.concurrencyRetryAfterSeconds
+    details = {"limit": limit, "running": running}
+    what = f"the workspace already runs {running} import jobs (limit {limit})"
+    style = sandbox.config.concurrencyRefusal
+    if style == "409":
+        # A strict reading of docs 001: "409 CDP_ETL.* Operation not allowed in the current state".
+        return ApiError(
+            409,
+            "CDP_ETL.IMPORT.INVALID_STATE",
+            f"cannot start the import job now: {what}",
+            details={**details, "state": "ready"},
+            remediation="Start the job again once a running job has finished; it stays ready.",
+        )
+    code = "CDP_ETL.RATE.LIMITED" if style == "429-rate" else "CDP_ETL.IMPORT.CONCURRENCY_LIMIT"
+    return ApiError(
+        429,
+        code,
+        what,
+        details=details,
+        remediation=f"Retry the start after {retry} s; the job stays ready.",
+        headers={"Retry-After": str(retry)},
+    )
 
 
 def status(call: Call) -> tuple[int, Any]:
@@ -363,21 +387,54 @@ def errors(call: Call) -> tuple[int, Any]:
 # --- storage-style endpoints -----------------------------------------------------------------------
 
 
-def storage_error(status: int, code: str, message: str) -> Response:
-    """An S3-style XML error: the upload slot is the storage provider's, not the API's."""
-    body = (
-        '<?xml version="1.0" encoding="UTF-8"?>\n'
-        f"<Error><Code>{code}</Code><Message>{message}</Message></Error>"
-    )
+def storage_error(status: int, code: str, message: str, **extra: str) -> Response:
+    """An S3-style XML error: the upload slot is the storage provider's, not the API's.
+
+    ``extra`` adds elements after the message, as S3 does (``Expires``, ``ServerTime``, ...); a
+    ``RequestId`` is always there.
+    """
+    elements = {"Code": code, "Message": message, **extra, "RequestId": secrets.token_hex(8).upper()}
+    inner = "".join(f"<{name}>{escape(value)}</{name}>" for name, value in elements.items())
+    body = f'<?xml version="1.0" encoding="UTF-8"?>\n<Error>{inner}</Error>'
     return Response(body, status_code=status, media_type="application/xml")
+
+
+def signature_mismatch() -> Response:
+    """S3's answer when the request differs from what was signed (query, or a signed header)."""
+    return storage_error(
+        403,
+        "SignatureDoesNotMatch",
+        "The request signature we calculated does not match the signature you provided. "
+        "Check your key and signing method.",
+    )
 
 
 def _signature_problem(sandbox: Sandbox, kind: str, job_id: str, request: Request) -> Response | None:
     problem = sandbox.check_signature(kind, job_id, dict(request.query_params))
     if problem == "expired":
-        return storage_error(403, "AccessDenied", "Request has expired")
+        # What S3 answers for an expired pre-signed URL: 403 AccessDenied "Request has expired".
+        expires = int(request.query_params.get("expires", "0"))
+        return storage_error(
+            403, "AccessDenied", "Request has expired", Expires=_iso(expires), ServerTime=_iso(time.time())
+        )
     if problem:
-        return storage_error(403, "SignatureDoesNotMatch", "The request signature does not match")
+        return signature_mismatch()
+    return None
+
+
+def _header_problem(required: dict[str, str], request: Request) -> Response | None:
+    """The slot's ``headers`` are signed: one missing is 400, one altered or sent twice is 403.
+
+    Content-Type is always signed (as S3 pre-signs it), so two Content-Type values are refused too.
+    """
+    for name, value in required.items():
+        sent = request.headers.getlist(name)
+        if not sent:
+            return storage_error(400, "MissingRequiredHeader", f"Header {name}: {value} is required")
+        if len(sent) > 1 or sent[0] != value:
+            return signature_mismatch()
+    if len(request.headers.getlist("content-type")) > 1:
+        return signature_mismatch()
     return None
 
 
@@ -391,6 +448,9 @@ async def upload(request: Request) -> Response:
     doc = await run_in_threadpool(sandbox.store.get_job, TABLE, job_id)
     if doc is None:
         return storage_error(404, "NoSuchUpload", "The upload slot does not exist")
+    refused = _header_problem(doc.get("_uploadHeaders", {}), request)
+    if refused:
+        return refused
     if doc["state"] not in ("pending", "ready"):
         return storage_error(
             409, "InvalidObjectState", f"The import job is {doc['state']}; the slot is closed"
@@ -417,9 +477,6 @@ async def upload(request: Request) -> Response:
             "InvalidContentLength",
             f"Content-Length {length} does not match the declared fileSize {doc['fileSize']}",
         )
-    for name, value in doc.get("_uploadHeaders", {}).items():
-        if request.headers.get(name) != value:
-            return storage_error(400, "MissingRequiredHeader", f"Header {name}: {value} is required")
     target = sandbox.upload_path(job_id)
     target.parent.mkdir(parents=True, exist_ok=True)
     part = target.with_name(f"file.{os.getpid()}.{threading.get_ident()}.{time.monotonic_ns()}.part")
@@ -440,7 +497,13 @@ async def upload(request: Request) -> Response:
     if received != length:
         part.unlink(missing_ok=True)
         return storage_error(400, "IncompleteBody", "The body does not match Content-Length")
-    info = {"complete": True, "bytes": received, "sha256": sha.hexdigest(), "uploadedAt": now_iso()}
+    info = {
+        "complete": True,
+        "bytes": received,
+        "sha256": sha.hexdigest(),
+        "uploadedAt": now_iso(),
+        "contentTypes": request.headers.getlist("content-type"),  # as received: tests count them
+    }
 
     def record() -> str | None:
         # State check and rename in one transaction: a slow PUT that ends after the job started must
@@ -800,4 +863,5 @@ def _merge(
             errorSummary=dict(summary) or None,
         )
         sandbox.store.put_job(TABLE, current, c)
+        sandbox.store.timeline_event(c, current, "finished", ts)
     staging.unlink(missing_ok=True)

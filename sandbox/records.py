@@ -200,12 +200,15 @@ def fail_job(sandbox: Sandbox, table: str, job_id: str, message: str, code: str 
         if doc["state"] in ("completed", "failed"):
             return False
         ts = now_iso()
+        was_running = doc["state"] == "running"
         doc.update(state="failed", updatedAt=ts, completedAt=ts, errorMessage=message)
         if code:
             doc["errorCode"] = code
         if doc.get("startedAt") is None:
             doc["startedAt"] = ts
         sandbox.store.put_job(table, doc, c)
+        if table == "import_jobs" and was_running:
+            sandbox.store.timeline_event(c, doc, "finished", ts)
     return True
 
 

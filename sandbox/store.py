@@ -49,6 +49,12 @@ CREATE TABLE IF NOT EXISTS requests (
     fault TEXT,
     duration_ms REAL
 );
+CREATE TABLE IF NOT EXISTS import_timeline (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    job_id TEXT NOT NULL,
+    event TEXT NOT NULL,
+    at TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS idempotency (
     client_id TEXT NOT NULL,
     route TEXT NOT NULL,
@@ -74,6 +80,7 @@ RESET_TABLES = (
     "audiences",
     "requests",
     "idempotency",
+    "import_timeline",
 )
 
 
@@ -241,6 +248,42 @@ class Store:
 
     def count_jobs(self, table: str, state: str) -> int:
         return int(self.query(f"SELECT COUNT(*) AS n FROM {table} WHERE state = ?", (state,))[0]["n"])
+
+    # --- import timeline -----------------------------------------------------------------------
+    def timeline_event(self, c: sqlite3.Connection, doc: dict[str, Any], event: str, at: str) -> None:
+        """Record that an import job ``started`` or ``finished``, inside the transaction that did it,
+        so the sequence numbers follow the order in which the state changes were committed."""
+        c.execute(
+            "INSERT INTO import_timeline(job_id, event, at) VALUES (?, ?, ?)", (doc["jobId"], event, at)
+        )
+
+    def import_timeline(self) -> list[dict[str, Any]]:
+        """One entry per import job that started, in start order (see sandbox/testing.py)."""
+        with self.lock:
+            events = self.conn.execute(
+                "SELECT seq, job_id, event, at FROM import_timeline ORDER BY seq"
+            ).fetchall()
+            entries: dict[str, dict[str, Any]] = {}
+            for row in events:
+                if row["event"] == "started":
+                    entries[row["job_id"]] = {
+                        "jobId": row["job_id"],
+                        "startedAt": row["at"],
+                        "startSeq": row["seq"],
+                        "finishedAt": None,
+                        "finishSeq": None,
+                    }
+                elif row["job_id"] in entries:
+                    entries[row["job_id"]].update(finishedAt=row["at"], finishSeq=row["seq"])
+            for entry in entries.values():
+                found = self.conn.execute(
+                    "SELECT doc FROM import_jobs WHERE job_id = ?", (entry["jobId"],)
+                ).fetchone()
+                doc = json.loads(found["doc"]) if found else {}
+                entry.update(
+                    objectName=doc.get("objectName"), fileName=doc.get("fileName"), state=doc.get("state")
+                )
+        return sorted(entries.values(), key=lambda e: e["startSeq"])
 
     # --- generic documents (templates, lists, audiences) ---------------------------------------
     def put_doc(self, table: str, id_col: str, doc_id: str, doc: dict[str, Any]) -> None:

@@ -24,17 +24,28 @@ The handle (:class:`SandboxHandle`) has ``base_url`` (".../public/v1"), ``root_u
 - ``wait_job(job_id, timeout=10)`` -> the job once completed/failed
 - ``requests(method=None, path=None)`` -> requests received (method, path, status, idempotencyKey,
   replayed, correlationId, clientId, fault, durationMs), oldest first; ``path`` is a prefix
-- ``upload_info(job_id)`` -> {complete, bytes, sha256, uploadedAt, path, exists}; ``upload_bytes(job_id)``
+- ``upload_info(job_id)`` -> {complete, bytes, sha256, uploadedAt, contentTypes (every Content-Type
+  value the last complete upload carried), path, exists}; ``upload_bytes(job_id)``
+- ``import_timeline()`` -> one entry per import job that started, in start order: {jobId, objectName,
+  fileName, state, startedAt, finishedAt (None while running), startSeq, finishSeq}; the ``*Seq``
+  numbers order every start and finish in one sequence (in commit order, finer than timestamps)
 - ``set_faults(plan)`` (replace), ``add_faults(plan)``, ``clear_faults()``, ``faults()``;
   plan = {"rules": [...], "jobFailures": [...]} (see sandbox.faults)
 - ``fail_next_jobs(kind, times=1, object_name=None, error_message=...)``: kind "batch" | "import"
 - ``fail_job(job_id, error_message=...)``: a non-terminal job ends failed now
 - ``configure(**changes)`` -> RuntimeConfig (queueSeconds, batchJobSeconds, importJobSeconds,
-  maxRunningImports, uploadUrlTtlSeconds, errorFileUrlTtlSeconds, singlePutLimitBytes, uploadHeaders, ...)
+  maxRunningImports, uploadUrlTtlSeconds, errorFileUrlTtlSeconds, singlePutLimitBytes, uploadHeaders,
+  concurrencyRefusal ("429" | "429-rate" | "409"), cacheRefusals (bool), ...)
 - ``add_token(token, scopes, expires_in=None, client_id=None)``; ``add_client(client_id, secret, scopes=None,
   token_ttl=None)``
 - ``set_schema(obj, {"primaryKey": ..., "fields": [...]})``; ``lists()``; ``audiences()``; ``templates()``
 - ``reset()``: forget all state and restore the startup config, tokens and faults
+
+Timeline checks (plain functions over ``admin.import_timeline()``):
+
+- ``peak_running(timeline, object_name=None)`` -> the most import jobs running at once (on one object)
+- ``peak_running_per_object(timeline)`` -> {objectName: the most jobs running at once on it}
+- ``start_order(timeline, object_name=None, field="fileName")`` -> that field of each job, in start order
 """
 
 from __future__ import annotations
@@ -108,6 +119,9 @@ class Admin:
     def requests(self, method: str | None = None, path: str | None = None) -> list[dict[str, Any]]:
         return self._get("/requests", method=method, path=path)["requests"]
 
+    def import_timeline(self) -> list[dict[str, Any]]:
+        return self._get("/import-timeline")["timeline"]
+
     def upload_info(self, job_id: str) -> dict[str, Any]:
         return self._get(f"/import-jobs/{job_id}/upload-info")
 
@@ -177,6 +191,38 @@ class Admin:
 
     def templates(self) -> list[dict[str, Any]]:
         return self._get("/templates")["templates"]
+
+
+def peak_running(timeline: list[dict[str, Any]], object_name: str | None = None) -> int:
+    """The most jobs of ``timeline`` (optionally: on ``object_name``) that were running at once.
+
+    A job runs from its start to its finish (or until now, if it has not finished); the shared
+    sequence numbers say whether one job finished before another started.
+    """
+    events: list[tuple[int, int]] = []
+    for entry in timeline:
+        if object_name is not None and entry["objectName"] != object_name:
+            continue
+        events.append((entry["startSeq"], 1))
+        if entry["finishSeq"] is not None:
+            events.append((entry["finishSeq"], -1))
+    running = peak = 0
+    for _, change in sorted(events):
+        running += change
+        peak = max(peak, running)
+    return peak
+
+
+def peak_running_per_object(timeline: list[dict[str, Any]]) -> dict[str, int]:
+    """For each object in ``timeline``, the most jobs that ran on it at once."""
+    return {name: peak_running(timeline, name) for name in sorted({e["objectName"] for e in timeline})}
+
+
+def start_order(
+    timeline: list[dict[str, Any]], object_name: str | None = None, field: str = "fileName"
+) -> list[Any]:
+    """``field`` of each started job (optionally: on ``object_name``), in the order the jobs started."""
+    return [e[field] for e in timeline if object_name is None or e["objectName"] == object_name]
 
 
 @dataclass

@@ -185,3 +185,75 @@ def test_demo_import_reports_rows_and_reasons(sandbox, capsys):
     emails = {r["email"] for r in sandbox.admin.records("contacts")}
     assert len(emails) == 8 and "not-an-email" not in emails
     assert len(SAMPLE_MAPPING.field_map or {}) == 8
+
+
+def test_lower_case_slot_headers_replace_ours_and_content_type_is_sent_once(client, sandbox):
+    # Given a slot whose headers name Content-Type in lower case, as the docs' own example does
+    sandbox.admin.configure(uploadHeaders={"content-type": "text/csv", "x-ms-blob-type": "BlockBlob"})
+    data = SAMPLE_CSV.read_bytes()
+    slot = client.init_import(
+        api.ImportJobInit(object_name="contacts", file_name="c.csv", file_size=len(data))
+    )
+    # When the client uploads with its own content type
+    client.upload(slot, lambda: io.BytesIO(data), len(data), content_type="application/octet-stream")
+    # Then the storage received exactly one Content-Type, the slot's, and the whole file
+    info = sandbox.admin.upload_info(slot.job_id)
+    assert info["contentTypes"] == ["text/csv"]
+    assert info["complete"] and sandbox.admin.upload_bytes(slot.job_id) == data
+
+
+@pytest.mark.parametrize(
+    ("rule", "code"),
+    [
+        ({"code": "SignatureDoesNotMatch"}, "SignatureDoesNotMatch"),
+        ({}, "AccessDenied"),
+    ],
+)
+def test_a_signature_or_access_refusal_is_not_read_as_an_expired_slot(client, sandbox, rule, code):
+    # Given a storage that refuses the upload with 403 for a reason other than expiry
+    sandbox.admin.add_faults({"rules": [{"method": "PUT", "path": "/uploads/*", "status": 403, **rule}]})
+    slot = client.init_import(api.ImportJobInit(object_name="contacts", file_name="c.csv", file_size=3))
+    # When the client uploads
+    with pytest.raises(api.UploadRefusedError) as refused:
+        client.upload(slot, lambda: io.BytesIO(b"a,b"), 3)
+    # Then the refusal names the storage's code, is not retried, and never shows the signature
+    assert not isinstance(refused.value, api.UploadSlotExpiredError) and not refused.value.retryable
+    assert refused.value.code == code and code in str(refused.value)
+    assert slot.upload_url.split("?", 1)[1] not in str(refused.value)
+    assert "signature=" not in str(refused.value.to_dict())
+    assert len(sandbox.admin.requests(method="PUT")) == 1
+
+
+@pytest.mark.parametrize(
+    ("refusal", "exc_type", "code"),
+    [
+        ("429", api.ConcurrencyLimitError, "CDP_ETL.IMPORT.CONCURRENCY_LIMIT"),
+        ("429-rate", api.RateLimitedError, "CDP_ETL.RATE.LIMITED"),
+        ("409", api.ConflictError, "CDP_ETL.IMPORT.INVALID_STATE"),
+    ],
+)
+def test_each_capacity_refusal_of_a_start_is_its_own_error(sandbox, refusal, exc_type, code):
+    # Given a workspace with one running job and a limit of one, refusing the way the switch says
+    sandbox.admin.configure(importJobSeconds=30, maxRunningImports=1, concurrencyRefusal=refusal)
+    once = api.RetryPolicy(max_attempts=1)
+    with api.ExperitureClient(sandbox.base_url, api.BearerToken(sandbox.token), retry=once) as client:
+        jobs = []
+        for _ in range(2):
+            slot = client.init_import(
+                api.ImportJobInit(object_name="contacts", file_name="c.csv", file_size=3)
+            )
+            client.upload(slot, lambda: io.BytesIO(b"a,b"), 3)
+            client.set_mapping(
+                slot.job_id, api.ImportMapping(source_fields={"a": "string"}, field_map={"a": "email"})
+            )
+            jobs.append(slot.job_id)
+        client.start_import(jobs[0])
+        # When the second is started
+        with pytest.raises(api.ExperitureError) as refused:
+            client.start_import(jobs[1])
+    # Then the exception's class and code tell the three answers apart, and the job is still ready
+    assert type(refused.value) is exc_type and refused.value.code == code
+    assert not isinstance(refused.value, api.WriteConflictError)  # not the retry-with-same-key 409
+    assert refused.value.retryable is (refusal != "409")
+    assert refused.value.details["limit"] == 1
+    assert sandbox.admin.job(jobs[1])["state"] == "ready"

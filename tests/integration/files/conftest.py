@@ -19,6 +19,7 @@ from moto import mock_aws
 
 from cli.lambda_context import LambdaContext
 from experiture_ingest.client import client_from_env
+from experiture_ingest.files.layout import result_key
 from sandbox.testing import SandboxHandle
 
 BUCKET = "ingest-test"
@@ -63,7 +64,7 @@ class Env:
         return s3_event(self.bucket, key, len(body), response["ETag"].strip('"'), response.get("VersionId"))
 
     def summary(self, key: str) -> dict[str, Any]:
-        body = self.s3.get_object(Bucket=self.bucket, Key=f"results/{key}.json")["Body"].read()
+        body = self.s3.get_object(Bucket=self.bucket, Key=result_key(key))["Body"].read()
         return json.loads(body)  # type: ignore[no-any-return]
 
     def tags(self, key: str) -> dict[str, str]:

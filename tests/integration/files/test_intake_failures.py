@@ -125,3 +125,65 @@ def test_step_functions_unreachable_is_a_retried_failure_with_a_summary(env, inv
     assert summary["reason"]["code"] == "EndpointConnectionError"
     assert "Traceback" not in json.dumps(summary)
     assert env.sandbox.admin.import_jobs() == []
+
+
+def test_a_signature_refusal_fails_the_file_naming_the_code_without_a_new_job(env, invoke):
+    # Given a storage that refuses every upload with 403 SignatureDoesNotMatch
+    env.sandbox.admin.add_faults(
+        {"rules": [{"method": "PUT", "path": "/uploads/*", "status": 403, "code": "SignatureDoesNotMatch"}]}
+    )
+    key = "incoming/contacts/signed.csv"
+    event = env.drop(key, CSV)
+    # When the intake handles the drop, and Lambda retries it
+    for _ in range(2):
+        with pytest.raises(app.IntakeFailedError):
+            invoke(event)
+    # Then the file failed with the storage's code in the reason, and only one job was ever opened
+    (job,) = env.sandbox.admin.import_jobs()
+    summary = env.summary(key)
+    assert summary["outcome"] == "failed" and summary["reason"]["code"] == "SignatureDoesNotMatch"
+    assert summary["reason"]["type"] == "UploadRefusedError" and summary["reason"]["status"] == 403
+    assert summary["jobId"] == job["jobId"] and summary["abandonedJobIds"] == []
+    assert len(env.sandbox.admin.requests(method="PUT", path="/uploads/")) == 2  # one per delivery
+    assert "signature=" not in json.dumps(summary)
+    assert env.executions() == []
+
+
+def test_an_expired_slot_403_opens_a_fresh_job(env, invoke):
+    # Given a storage whose first answer is S3's for an expired pre-signed URL
+    env.sandbox.admin.add_faults(
+        {
+            "rules": [
+                {
+                    "method": "PUT",
+                    "path": "/uploads/*",
+                    "status": 403,
+                    "code": "AccessDenied",
+                    "message": "Request has expired",
+                    "times": 1,
+                }
+            ]
+        }
+    )
+    key = "incoming/contacts/expired.csv"
+    # When the intake handles the drop
+    invoke(env.drop(key, CSV))
+    # Then the first job is abandoned and a second one holds the bytes
+    first, second = sorted(env.sandbox.admin.import_jobs(), key=lambda j: j["createdAt"])
+    summary = env.summary(key)
+    assert summary["outcome"] == "uploaded" and summary["jobId"] == second["jobId"]
+    assert summary["abandonedJobIds"] == [first["jobId"]]
+    assert env.sandbox.admin.upload_bytes(second["jobId"]) == CSV
+
+
+def test_lower_case_slot_headers_upload_with_one_content_type(env, invoke):
+    # Given a slot whose headers name content-type in lower case (the docs' own style)
+    env.sandbox.admin.configure(uploadHeaders={"content-type": "text/csv", "x-ms-blob-type": "BlockBlob"})
+    key = "incoming/contacts/lower.csv"
+    # When the intake handles a drop
+    invoke(env.drop(key, CSV))
+    # Then one job received the file with exactly one Content-Type, the slot's
+    (job,) = env.sandbox.admin.import_jobs()
+    info = env.sandbox.admin.upload_info(job["jobId"])
+    assert info["complete"] and info["contentTypes"] == ["text/csv"]
+    assert env.summary(key)["outcome"] == "uploaded"

@@ -6,8 +6,10 @@ import hashlib
 import http.client
 from collections.abc import Iterator
 from urllib.parse import urlsplit
+from xml.etree import ElementTree
 
 import httpx
+import pytest
 
 from sandbox.testing import SandboxHandle
 
@@ -152,3 +154,96 @@ def test_a_slow_put_that_ends_after_start_does_not_replace_the_jobs_file(
     assert late.status == 409
     assert sandbox.admin.upload_bytes(slot["jobId"]) == CSV
     conn.close()
+
+
+def test_an_expired_slot_answers_as_s3_does(api: httpx.Client, sandbox: SandboxHandle) -> None:
+    # Given upload URLs that expire at once
+    sandbox.admin.configure(uploadUrlTtlSeconds=0)
+    slot = init_job(api, "a.csv", CSV)
+    # When the upload is tried
+    resp = upload(slot, CSV)
+    # Then the answer is S3's for an expired pre-signed URL: 403 AccessDenied "Request has expired"
+    assert resp.status_code == 403
+    error = ElementTree.fromstring(resp.content)
+    assert error.findtext("Code") == "AccessDenied" and error.findtext("Message") == "Request has expired"
+    assert error.findtext("Expires", "").endswith("Z") and error.findtext("ServerTime", "").endswith("Z")
+
+
+def test_slot_headers_may_use_lower_case_names_and_are_signed(
+    api: httpx.Client, sandbox: SandboxHandle
+) -> None:
+    # Given a store whose slot names its headers in lower case, content-type included
+    sandbox.admin.configure(uploadHeaders={"content-type": "text/csv", "x-ms-blob-type": "BlockBlob"})
+    slot = init_job(api, "a.csv", CSV)
+    assert slot["headers"] == {"content-type": "text/csv", "x-ms-blob-type": "BlockBlob"}
+    url = slot["uploadUrl"]
+    blob = ("x-ms-blob-type", "BlockBlob")
+    # When the PUT carries two Content-Type values, an altered one, none, or exactly the slot's
+    twice = httpx.put(
+        url,
+        content=CSV,
+        headers=[("Content-Type", "application/octet-stream"), ("content-type", "text/csv"), blob],
+    )
+    altered = httpx.put(url, content=CSV, headers=[("Content-Type", "text/plain"), blob])
+    missing = httpx.put(url, content=CSV, headers=[blob])
+    exact = httpx.put(url, content=CSV, headers=[("Content-Type", "text/csv"), blob])
+    # Then a duplicated or altered signed header is 403 SignatureDoesNotMatch, a missing one 400
+    for resp in (twice, altered):
+        assert resp.status_code == 403
+        assert ElementTree.fromstring(resp.content).findtext("Code") == "SignatureDoesNotMatch"
+    assert missing.status_code == 400 and b"MissingRequiredHeader" in missing.content
+    assert exact.status_code == 200
+    assert sandbox.admin.upload_bytes(slot["jobId"]) == CSV
+
+
+def test_two_content_types_are_refused_even_when_the_slot_asks_for_none(api: httpx.Client) -> None:
+    slot = init_job(api, "a.csv", CSV)
+    twice = httpx.put(
+        slot["uploadUrl"], content=CSV, headers=[("Content-Type", "text/csv"), ("content-type", "text/csv")]
+    )
+    assert twice.status_code == 403 and b"SignatureDoesNotMatch" in twice.content
+
+
+@pytest.mark.parametrize(
+    ("rule", "code", "message"),
+    [
+        ({}, "AccessDenied", "Access Denied"),
+        ({"code": "SignatureDoesNotMatch"}, "SignatureDoesNotMatch", "injected fault"),
+        (
+            {"code": "ExpiredToken", "message": "The provided token has expired."},
+            "ExpiredToken",
+            "The provided token has expired.",
+        ),
+    ],
+)
+def test_a_fault_rule_answers_the_upload_with_a_chosen_storage_code(
+    api: httpx.Client, sandbox: SandboxHandle, rule: dict[str, str], code: str, message: str
+) -> None:
+    # Given a fault that refuses the next upload with 403 (and maybe a chosen code and message)
+    sandbox.admin.add_faults(
+        {"rules": [{"method": "PUT", "path": "/uploads/*", "status": 403, "times": 1, **rule}]}
+    )
+    slot = init_job(api, "a.csv", CSV)
+    # When uploading twice
+    first, second = upload(slot, CSV), upload(slot, CSV)
+    # Then the first answer carries that storage code, and the next upload goes through
+    error = ElementTree.fromstring(first.content)
+    assert first.status_code == 403 and (error.findtext("Code"), error.findtext("Message")) == (code, message)
+    assert second.status_code == 200
+
+
+def test_a_fault_rule_code_goes_into_the_api_envelope(api: httpx.Client, sandbox: SandboxHandle) -> None:
+    sandbox.admin.add_faults(
+        {
+            "rules": [
+                {"path": "/public/v1/import-jobs", "status": 409, "code": "CDP_ETL.IMPORT.BUSY", "times": 1}
+            ]
+        }
+    )
+    resp = api.post("/import-jobs", json={"objectName": "contacts", "fileName": "a.csv", "fileSize": 3})
+    assert resp.status_code == 409 and resp.json()["error"]["code"] == "CDP_ETL.IMPORT.BUSY"
+
+
+def test_a_fault_rule_code_needs_a_status(sandbox: SandboxHandle) -> None:
+    with pytest.raises(httpx.HTTPStatusError):
+        sandbox.admin.add_faults({"rules": [{"path": "/uploads/*", "latencyMs": 5, "code": "AccessDenied"}]})

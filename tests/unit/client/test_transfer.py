@@ -168,3 +168,93 @@ def test_storage_refusal_keeps_only_the_error_code(make_client):
     # Then the message names the code, and nothing the storage echoed
     assert caught.value.code == "AuthorizationQueryParametersError"
     assert "SIG-999" not in str(caught.value) and "AKIA" not in str(caught.value)
+
+
+S3_EXPIRED = (
+    "<?xml version='1.0' encoding='UTF-8'?><Error><Code>AccessDenied</Code><Message>Request has expired</Message>"
+    "<X-Amz-Expires>300</X-Amz-Expires><Expires>2026-07-20T04:18:45Z</Expires>"
+    "<ServerTime>2026-07-20T04:18:55Z</ServerTime><RequestId>E4952EE21FC53CD9</RequestId></Error>"
+)
+S3_SIGNATURE = (
+    "<Error><Code>SignatureDoesNotMatch</Code><Message>The request signature we calculated does not match "
+    "the signature you provided.</Message><StringToSign>AWS4-HMAC-SHA256 X-Amz-Signature=SIG-999</StringToSign>"
+    "<SignatureProvided>SIG-999</SignatureProvided></Error>"
+)
+AZURE_EXPIRED = (
+    "<Error><Code>AuthenticationFailed</Code><Message>Server failed to authenticate the request.</Message>"
+    "<AuthenticationErrorDetail>Signature not valid in the specified time frame: Start [x] - Expiry [y]"
+    "</AuthenticationErrorDetail></Error>"
+)
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "code"),
+    [
+        (403, S3_EXPIRED, "AccessDenied"),
+        (
+            403,
+            "<Error><Code>RequestExpired</Code><Message>Request has expired</Message></Error>",
+            "RequestExpired",
+        ),
+        (
+            400,
+            "<Error><Code>ExpiredToken</Code><Message>The provided token has expired.</Message></Error>",
+            "ExpiredToken",
+        ),
+        (403, "<Error><Code>ExpiredRequest</Code><Message>gone</Message></Error>", "ExpiredRequest"),
+        (403, AZURE_EXPIRED, "AuthenticationFailed"),
+        (403, "<Error>Request has expired</Error>", None),
+    ],
+)
+def test_every_flavour_of_an_expired_slot_reads_as_expired(make_client, status, body, code):
+    # Given a storage that says, in its own words, that the pre-signed URL has expired
+    script = Script(httpx.Response(status, text=body))
+    # When uploading, then the slot is reported expired (the intake opens a fresh job) once
+    with pytest.raises(api.UploadSlotExpiredError) as caught:
+        make_client(script).upload(SLOT, lambda: io.BytesIO(b"abc"), 3)
+    assert caught.value.code == code and len(script.requests) == 1
+    assert "SIG-999" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "code"),
+    [
+        (403, S3_SIGNATURE, "SignatureDoesNotMatch"),
+        (403, "<Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>", "AccessDenied"),
+        (403, '{"error": {"code": "AccessDenied", "message": "bucket policy"}}', "AccessDenied"),
+        (403, "", None),
+        (400, "<Error><Code>MissingRequiredHeader</Code></Error>", "MissingRequiredHeader"),
+    ],
+)
+def test_a_refusal_that_a_new_slot_would_get_too_is_not_read_as_expired(make_client, status, body, code):
+    # Given a storage refusing the upload for a reason other than expiry, before the slot's expiry
+    script = Script(httpx.Response(status, text=body))
+    # When uploading
+    with pytest.raises(api.UploadRefusedError) as caught:
+        make_client(script).upload(SLOT, lambda: io.BytesIO(b"abc"), 3)
+    # Then the refusal names the storage code, is not retried, and never echoes the signed request
+    error = caught.value
+    assert not isinstance(error, api.UploadSlotExpiredError) and not error.retryable
+    assert error.code == code and error.status == status and len(script.requests) == 1
+    assert (code or f"HTTP {status}") in str(error)
+    assert "SIG-999" not in str(error) and "SIG-999" not in str(error.to_dict())
+
+
+def test_a_bare_403_after_the_slots_expiry_reads_as_expired(make_client):
+    from datetime import UTC, datetime, timedelta
+
+    expired = SLOT.model_copy(update={"expires_at": datetime.now(UTC) - timedelta(seconds=1)})
+    with pytest.raises(api.UploadSlotExpiredError):
+        make_client(Script(httpx.Response(403))).upload(expired, lambda: io.BytesIO(b"abc"), 3)
+
+
+def test_slot_headers_replace_ours_whatever_their_case(make_client):
+    # Given a slot whose headers name Content-Type in lower case
+    slot = SLOT.model_copy(update={"headers": {"content-type": "text/csv", "X-MS-BLOB-TYPE": "BlockBlob"}})
+    script = Script(httpx.Response(200))
+    # When uploading with our own content type
+    make_client(script).upload(slot, lambda: io.BytesIO(b"abc"), 3, content_type="application/octet-stream")
+    # Then one Content-Type goes out, the slot's, with the slot's other header and the exact length
+    sent = script.requests[0].headers
+    assert sent.get_list("content-type") == ["text/csv"]
+    assert sent.get_list("x-ms-blob-type") == ["BlockBlob"] and sent["content-length"] == "3"

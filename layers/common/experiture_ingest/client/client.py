@@ -20,6 +20,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import IO, Any, TypeVar
 from urllib.parse import quote, urlsplit, urlunsplit
 
@@ -32,6 +33,7 @@ from experiture_ingest.client.errors import (
     ServerError,
     TransportError,
     UploadError,
+    UploadRefusedError,
     UploadServerError,
     UploadSlotExpiredError,
     error_from_response,
@@ -284,10 +286,12 @@ class ExperitureClient:
         """Send ``size`` bytes to the slot's pre-signed URL, streamed, with an exact Content-Length.
 
         ``open_body`` opens the source afresh for each attempt (a failed upload restarts at byte 0).
-        The slot's ``headers`` are merged in (storage providers refuse uploads without them).
+        The slot's ``headers`` are merged in (storage providers refuse uploads without them), see
+        :func:`upload_headers`. A storage refusal raises :class:`UploadSlotExpiredError` only when
+        the slot has expired, :class:`UploadRefusedError` when a new slot would be refused alike.
         """
         require_secure_url(slot.upload_url)
-        headers = {"Content-Type": content_type, **slot.headers, "Content-Length": str(size)}
+        headers = upload_headers(slot.headers, content_type, size)
         where = f"{slot.method} {redact_url(slot.upload_url)}"
         started = self._clock()
         attempt = 0
@@ -304,7 +308,7 @@ class ExperitureClient:
                 )
                 if response.is_success:
                     return UploadResult(response.status_code, size, attempt, self._clock() - started)
-                error: ExperitureError = _upload_error(response, where)
+                error: ExperitureError = _upload_error(response, where, _has_expired(slot))
             except httpx.TransportError as exc:
                 error = TransportError(f"{where}: {_describe(exc)}")
             except ExperitureError as exc:
@@ -443,25 +447,92 @@ def _parse(response: httpx.Response, model: type[ResponseT]) -> ResponseT:
     )
 
 
-def _upload_error(response: httpx.Response, where: str) -> ExperitureError:
+def upload_headers(slot_headers: Mapping[str, str], content_type: str, size: int) -> dict[str, str]:
+    """The upload's headers: our Content-Type, then the slot's ``headers``, then our Content-Length.
+
+    Header names are case-insensitive (the docs' own example is lower case), so a slot header
+    replaces ours whatever its case, and no name is ever sent twice; the slot's value wins, except
+    for Content-Length, which must be the exact size streamed.
+
+    >>> upload_headers({"content-type": "text/csv", "x-ms-blob-type": "BlockBlob"}, "text/plain", 3)
+    {'content-type': 'text/csv', 'x-ms-blob-type': 'BlockBlob', 'Content-Length': '3'}
+    """
+    merged: dict[str, tuple[str, str]] = {"content-type": ("Content-Type", content_type)}
+    for name, value in slot_headers.items():
+        merged[name.lower()] = (name, value)
+    merged["content-length"] = ("Content-Length", str(size))
+    return dict(merged.values())
+
+
+def _has_expired(slot: UploadSlot) -> bool:
+    return slot.expires_at is not None and slot.expires_at <= datetime.now(UTC)
+
+
+# Storage error codes that mean "this pre-signed URL has expired": S3 (RequestExpired, ExpiredToken
+# when the signing session ended), GCS (400 ExpiredToken), R2 (ExpiredRequest).
+_EXPIRED_CODES = frozenset({"RequestExpired", "ExpiredToken", "ExpiredRequest", "TokenExpired"})
+# Codes whose message says whether it is about expiry: S3 answers an expired pre-signed URL with
+# 403 AccessDenied "Request has expired"; Azure with 403 AuthenticationFailed, "Signature not valid
+# in the specified time frame" in AuthenticationErrorDetail.
+_MAYBE_EXPIRED_CODES = frozenset({"AccessDenied", "AuthenticationFailed"})
+_EXPIRY_TEXT = re.compile(r"\bexpired\b|not valid in the specified time frame", re.IGNORECASE)
+_STORAGE_CODE = re.compile(r"<Code>\s*([A-Za-z0-9_.-]{1,64})\s*</Code>")
+_STORAGE_TEXT = re.compile(r"<(Message|Details|AuthenticationErrorDetail)>([^<]{0,2000})</\1>")
+
+
+def storage_answer(body: str) -> tuple[str | None, str]:
+    """The storage's error code (S3/GCS/Azure XML ``<Code>``, or a JSON ``code``) and the text that
+    explains it (only to classify the error: it may echo the signed request, so never shown).
+
+    >>> storage_answer("<Error><Code>AccessDenied</Code><Message>Request has expired</Message></Error>")
+    ('AccessDenied', 'Request has expired')
+    >>> storage_answer("Forbidden")
+    (None, 'Forbidden')
+    """
+    body = body[:8192]
+    found = _STORAGE_CODE.search(body)
+    if found:
+        return found.group(1), " ".join(text for _, text in _STORAGE_TEXT.findall(body))
+    try:
+        document = json.loads(body)
+    except ValueError:
+        return None, body
+    if isinstance(document, dict):
+        error = document.get("error", document)
+        error = error if isinstance(error, dict) else document
+        code = next((error[k] for k in ("code", "Code") if isinstance(error.get(k), str)), None)
+        message = next((error[k] for k in ("message", "Message") if isinstance(error.get(k), str)), "")
+        if code is not None and re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", code):
+            return code, message
+    return None, body
+
+
+def _upload_error(response: httpx.Response, where: str, slot_expired: bool) -> ExperitureError:
+    """One storage answer as an error. Only the storage's code reaches the message: its body may
+    echo the pre-signed query string (S3's SignatureDoesNotMatch carries the string it signed)."""
     status = response.status_code
     retry_after = parse_retry_after(response.headers.get("Retry-After"))
-    if status == 403:
-        return UploadSlotExpiredError(
-            f"{where} refused (HTTP 403): the upload URL has expired or is invalid", status=status
-        )
     if status >= 500 or status in {408, 429}:
         return UploadServerError(f"{where} failed (HTTP {status})", status=status, retry_after=retry_after)
-    # Only the storage's error code: its message or body may echo the pre-signed query string.
-    code = _STORAGE_CODE.search(response.text[:4096])
-    return UploadError(
-        f"{where} refused (HTTP {status}{': ' + code.group(1) if code else ''})",
-        status=status,
-        code=code.group(1) if code else None,
+    code, text = storage_answer(response.text)
+    label = f"HTTP {status} {code}" if code else f"HTTP {status}"
+    expired = (
+        code in _EXPIRED_CODES
+        or ((code is None or code in _MAYBE_EXPIRED_CODES) and bool(_EXPIRY_TEXT.search(text)))
+        or (status == 403 and code is None and slot_expired)
     )
-
-
-_STORAGE_CODE = re.compile(r"<Code>([A-Za-z0-9_.-]{1,64})</Code>")
+    if expired:
+        return UploadSlotExpiredError(
+            f"{where} refused ({label}): the upload URL has expired", status=status, code=code
+        )
+    if status == 403:
+        why = "a signature or access refusal" if code else "no storage error code, before the slot's expiry"
+        return UploadRefusedError(
+            f"{where} refused ({label}): {why}; a new upload slot would be refused the same way",
+            status=status,
+            code=code,
+        )
+    return UploadRefusedError(f"{where} refused ({label})", status=status, code=code)
 
 
 def _describe(exc: httpx.TransportError | httpx.StreamError) -> str:
@@ -511,4 +582,6 @@ __all__ = [
     "UploadResult",
     "encode_json",
     "redact_url",
+    "storage_answer",
+    "upload_headers",
 ]

@@ -137,7 +137,13 @@ class UploadError(ExperitureError):
 
 
 class UploadSlotExpiredError(UploadError):
-    """403 from the upload slot: its URL expired (or was altered). Initialise a new job."""
+    """The upload slot's URL has expired (the storage says so, see ``upload``). Initialise a new job."""
+
+
+class UploadRefusedError(UploadError):
+    """The storage refused the upload for good: a signature or access refusal (``code`` names it,
+    e.g. ``SignatureDoesNotMatch``, ``AccessDenied``) or a malformed request. A new upload slot would
+    be refused the same way, so none is opened."""
 
 
 class UploadServerError(UploadError):

@@ -40,6 +40,13 @@ class HeaderError(ValueError):
     """The file's header cannot be read; the message tells the user what to fix."""
 
 
+class DuplicateColumnsError(HeaderError):
+    """The header names a column twice: which value would be imported is ambiguous (the API keys a
+    row by column name, so the last one wins, while a mapping reads as if it were the first)."""
+
+    code = "DUPLICATE_COLUMNS"
+
+
 @dataclass(frozen=True)
 class SourceColumn:
     """A column of the source file and the type the file itself declares (Parquet, JSON), if any."""
@@ -53,9 +60,32 @@ def read_columns(s3: S3Client, source: SourceObject) -> list[SourceColumn]:
     if source.format == "parquet":
         if source.compression:
             raise HeaderError("compressed Parquet files are not supported (Parquet compresses internally)")
-        return _parquet_columns(s3, source)
+        return unique_columns(_parquet_columns(s3, source))
     text = _first_text(s3, source)
-    return columns_from_text(source.format, text)
+    return unique_columns(columns_from_text(source.format, text))
+
+
+def unique_columns(columns: list[SourceColumn]) -> list[SourceColumn]:
+    """``columns``, or :class:`DuplicateColumnsError` naming each column that appears twice.
+
+    >>> unique_columns([SourceColumn("email"), SourceColumn("first_name"), SourceColumn("first_name")])
+    Traceback (most recent call last):
+    ...
+    experiture_ingest.files.header.DuplicateColumnsError: DUPLICATE_COLUMNS: the header names 'first_name' more than once (columns 2 and 3); give each column its own name
+    """
+    positions: dict[str, list[int]] = {}
+    for number, column in enumerate(columns, start=1):
+        positions.setdefault(column.name, []).append(number)
+    repeated = [(name, places) for name, places in positions.items() if len(places) > 1]
+    if repeated:
+        named = "; ".join(
+            f"{name!r} more than once (columns {', '.join(map(str, places[:-1]))} and {places[-1]})"
+            for name, places in repeated
+        )
+        raise DuplicateColumnsError(
+            f"{DuplicateColumnsError.code}: the header names {named}; give each column its own name"
+        )
+    return columns
 
 
 def columns_from_text(fmt: str, text: str) -> list[SourceColumn]:

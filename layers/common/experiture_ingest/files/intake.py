@@ -4,7 +4,8 @@ Steps, each visible to the user in ``results/<key>.json`` and the object's tags:
 
 1. **Refuse** what cannot be imported, without calling the API: a key outside ``incoming/<object>/``,
    a folder marker, an unsupported extension, an empty object, one over the single-PUT limit, a
-   malformed ``config/<object>.json`` or malformed ``experiture-*`` metadata.
+   malformed ``config/<object>.json`` or malformed ``experiture-*`` metadata, a CSV or Parquet
+   header naming a column twice.
 2. **Skip duplicates**: S3 delivers events at least once. The execution name is derived from the
    object version, so a version already handed off is recognised (and a race between two deliveries
    is settled by Step Functions refusing a second execution of that name).
@@ -12,7 +13,9 @@ Steps, each visible to the user in ``results/<key>.json`` and the object's tags:
    ETag): a duplicated init replays the same job instead of creating one.
 4. **Upload** the exact object version, streamed (see :mod:`~experiture_ingest.files.streaming`),
    retried from byte 0 by the client; an expired slot, or one that keeps failing, is abandoned for a
-   fresh job (a new, still deterministic, key) and its id recorded.
+   fresh job (a new, still deterministic, key) and its id recorded. A storage refusal that a fresh
+   slot would get too (a signature or access refusal) fails the file, naming the storage's code,
+   without opening another job.
 5. **Hand off** to the import state machine (:class:`~experiture_ingest.files.handoff.ImportRun`).
 
 >>> import uuid
@@ -46,6 +49,7 @@ from experiture_ingest.client import (
     ForbiddenError,
     ImportJobInit,
     UploadError,
+    UploadRefusedError,
     UploadResult,
     UploadSlot,
     UploadSlotExpiredError,
@@ -53,6 +57,7 @@ from experiture_ingest.client import (
 from experiture_ingest.client.idempotency import derived_key
 from experiture_ingest.files.formats import FileFormat, detect_format, supported_extensions
 from experiture_ingest.files.handoff import ImportRun, IntakeRecord, PollSettings, SourceObject
+from experiture_ingest.files.header import DuplicateColumnsError, HeaderError, read_columns
 from experiture_ingest.files.layout import INCOMING_PREFIX
 from experiture_ingest.files.results import summary_tags, tag_source, write_summary
 from experiture_ingest.files.routing import Refusal, folder_of, load_config, resolve_options
@@ -139,6 +144,7 @@ class _File:
     etag: str | None = None
     correlation_ids: list[str] = field(default_factory=list)
     abandoned: list[str] = field(default_factory=list)
+    refused_job_id: str | None = None  # the job whose upload the storage refused (left pending)
 
 
 def _identity(bucket: str, key: str, version_id: str | None, etag: str | None) -> bytes:
@@ -221,6 +227,16 @@ class Intake:
             options = resolve_options(
                 load_config(self.s3, dropped.bucket, folder), head.get("Metadata") or {}
             )
+            source = SourceObject(
+                bucket=dropped.bucket,
+                key=dropped.key,
+                version_id=file.version_id,
+                etag=file.etag,
+                size=size,
+                format=fmt.format,
+                compression=fmt.compression,
+            )
+            self._check_header(source)
         except Refusal as refusal:
             return self._refuse(file, refusal, tag=refusal.code != "OBJECT_GONE")
         except (ClientError, BotoCoreError) as exc:
@@ -260,15 +276,7 @@ class Intake:
         run = ImportRun(
             job_id=slot.job_id,
             object_name=object_name,
-            source=SourceObject(
-                bucket=dropped.bucket,
-                key=dropped.key,
-                version_id=file.version_id,
-                etag=file.etag,
-                size=size,
-                format=fmt.format,
-                compression=fmt.compression,
-            ),
+            source=source,
             options=options,
             poll=self.settings.poll(),
             intake=IntakeRecord(
@@ -354,6 +362,20 @@ class Intake:
                 "split it into smaller files",
             )
 
+    def _check_header(self, source: SourceObject) -> None:
+        """Refuse a header that names a column twice before any job exists (one small ranged GET).
+
+        Other header problems are left to the mapping step, which reports them as before.
+        """
+        if source.format not in ("csv", "parquet"):
+            return
+        try:
+            read_columns(self.s3, source)
+        except DuplicateColumnsError as exc:
+            raise Refusal(exc.code, str(exc).removeprefix(f"{exc.code}: ")) from None
+        except HeaderError:
+            return
+
     # Init + upload ----------------------------------------------------------------------------
 
     def _init_and_upload(
@@ -398,6 +420,12 @@ class Intake:
             except UploadSlotExpiredError as exc:
                 last_error = exc
                 logger.warning("job %s: upload slot expired (%s); initializing a fresh job", slot.job_id, exc)
+            except UploadRefusedError:
+                if self._delivered_by_twin(slot.job_id):
+                    return slot, UploadResult(0, request.file_size, 0, 0.0)
+                # A signature or access refusal: a fresh job would be refused alike (and left pending).
+                file.refused_job_id = slot.job_id
+                raise
             except ExperitureError as exc:
                 if not exc.retryable and self._delivered_by_twin(slot.job_id):
                     # The slot is closed because a concurrent delivery uploaded and started this job.
@@ -457,6 +485,8 @@ class Intake:
             abandonedJobIds=file.abandoned,
             willRetry=retry,
         )
+        if file.refused_job_id:
+            file.summary["jobId"] = file.refused_job_id
         logger.error("file %s: %s", outcome, exc)
         self._report(file, tag=True)
         return IntakeOutcome(outcome, file.summary, retry=retry, abandoned_job_ids=file.abandoned)

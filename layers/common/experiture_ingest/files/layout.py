@@ -10,9 +10,13 @@
 
 from __future__ import annotations
 
+import hashlib
+
 INCOMING_PREFIX = "incoming/"
 CONFIG_PREFIX = "config/"
 RESULTS_PREFIX = "results/"
+S3_KEY_MAX_BYTES = 1024
+_LONGEST_SUFFIX = ".errors.jsonl"
 
 
 def object_name_from_key(key: str) -> str | None:
@@ -27,11 +31,35 @@ def config_key(object_name: str) -> str:
     return f"{CONFIG_PREFIX}{object_name}.json"
 
 
+def results_stem(source_key: str) -> str:
+    """Where one source file's results live, before their suffix: ``results/<original key>``.
+
+    S3 keys are at most 1,024 bytes (UTF-8), and a source key may use them all. When the longest
+    results key (``.errors.jsonl``) would not fit, the stem is the key's first bytes (cut on a
+    character boundary) plus ``~`` and 16 hex digits of the SHA-256 of the whole key, so both results
+    files fit and keep their place in a listing; the summary's ``key`` field holds the full source key.
+
+    >>> results_stem("incoming/contacts/a.csv")
+    'results/incoming/contacts/a.csv'
+    >>> long = "incoming/contacts/" + "é" * 600 + ".csv"
+    >>> stem = results_stem(long)
+    >>> len((stem + ".errors.jsonl").encode()) <= S3_KEY_MAX_BYTES, stem[-17:-16], long.startswith(stem[8:-17])
+    (True, '~', True)
+    """
+    stem = f"{RESULTS_PREFIX}{source_key}"
+    if len(f"{stem}{_LONGEST_SUFFIX}".encode()) <= S3_KEY_MAX_BYTES:
+        return stem
+    tail = f"~{hashlib.sha256(source_key.encode()).hexdigest()[:16]}"
+    budget = S3_KEY_MAX_BYTES - len(RESULTS_PREFIX) - len(tail) - len(_LONGEST_SUFFIX)
+    head = source_key.encode()[:budget].decode("utf-8", "ignore")
+    return f"{RESULTS_PREFIX}{head}{tail}"
+
+
 def result_key(source_key: str) -> str:
-    """The summary of one source file: ``results/<original key>.json``."""
-    return f"{RESULTS_PREFIX}{source_key}.json"
+    """The summary of one source file: ``results/<original key>.json`` (see :func:`results_stem`)."""
+    return f"{results_stem(source_key)}.json"
 
 
 def errors_key(source_key: str) -> str:
     """The rejected rows of one source file: ``results/<original key>.errors.jsonl``."""
-    return f"{RESULTS_PREFIX}{source_key}.errors.jsonl"
+    return f"{results_stem(source_key)}{_LONGEST_SUFFIX}"

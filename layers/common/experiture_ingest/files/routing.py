@@ -19,7 +19,10 @@ experiture_ingest.files.routing.Refusal: INVALID_METADATA: unknown S3 metadata k
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
+from email.errors import HeaderParseError
+from email.header import decode_header, make_header
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_plus
 
@@ -35,6 +38,11 @@ if TYPE_CHECKING:
 METADATA_PREFIX = "experiture-"
 OPTIONS_METADATA_KEY = "experiture-options"
 CONFIG_MAX_BYTES = 64 * 1024
+# The options document nests 3 levels (saveAsTemplate); anything far deeper is a mistake.
+JSON_MAX_DEPTH = 32
+_JSON_STRINGS = re.compile(r'"(?:[^"\\]|\\.)*"')
+_BRACKETS = re.compile(r"[\[\]{}]")
+_ENCODED_WORD = re.compile(r"=\?[^?\s]+\?[BbQq]\?[^?\s]*\?=")
 # The scalar options a user may set one by one as S3 user metadata (kebab-case of the API's names).
 _METADATA_FIELDS = {
     f"{METADATA_PREFIX}{name.replace('_', '-')}": to_camel(name)
@@ -99,30 +107,74 @@ def load_config(s3: S3Client, bucket: str, folder: str) -> FileOptions:
     if len(raw) > CONFIG_MAX_BYTES:
         raise Refusal("INVALID_CONFIG", f"{key} is larger than {CONFIG_MAX_BYTES} bytes")
     try:
-        document = json.loads(raw)
-    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
+        text = raw.decode(json.detect_encoding(raw))
+    except UnicodeDecodeError as exc:
         raise Refusal("INVALID_CONFIG", f"{key} is not valid JSON: {exc}") from None
-    if not isinstance(document, dict):
-        raise Refusal("INVALID_CONFIG", f"{key} must be a JSON object")
+    document = parse_json_object(text, "INVALID_CONFIG", key)
     try:
         return FileOptions.model_validate(document)
     except pydantic.ValidationError as exc:
         raise Refusal("INVALID_CONFIG", f"{key}: {describe_validation_error(exc)}") from None
 
 
+def decode_metadata_value(name: str, value: str) -> str:
+    """A user metadata value as the user wrote it. S3 metadata travels in HTTP headers, so SDKs and
+    the console send (and S3 returns) non-ASCII values RFC 2047-encoded; decode them.
+
+    >>> decode_metadata_value("x", "=?UTF-8?B?RnLDvGhsaW5n?="), decode_metadata_value("x", "=?utf-8?q?Fr=C3=BChling_2026?=")
+    ('Frühling', 'Frühling 2026')
+    >>> decode_metadata_value("x", "plain =? text")
+    'plain =? text'
+    """
+    if not _ENCODED_WORD.search(value):
+        return value
+    try:
+        return str(make_header(decode_header(value)))
+    except (HeaderParseError, ValueError, LookupError) as exc:  # bad base64, charset or bytes
+        raise Refusal("INVALID_METADATA", f"{name} is not a readable RFC 2047 encoded value: {exc}") from None
+
+
+def json_nesting(text: str) -> int:
+    """How deeply the arrays and objects of a JSON text nest, counted without parsing it (a parser
+    recurses, and runs out of stack on a document nested a few thousand levels deep).
+
+    >>> json_nesting('{"a": [1, {"b": "]]]"}]}'), json_nesting("3")
+    (3, 0)
+    """
+    depth = deepest = 0
+    for bracket in _BRACKETS.findall(_JSON_STRINGS.sub("", text)):
+        depth += 1 if bracket in "[{" else -1
+        deepest = max(deepest, depth)
+    return deepest
+
+
+def parse_json_object(text: str, code: str, what: str) -> dict[str, Any]:
+    """``text`` as a JSON object, or a :class:`Refusal` with ``code`` naming ``what`` is wrong."""
+    depth = json_nesting(text)
+    if depth > JSON_MAX_DEPTH:
+        raise Refusal(code, f"{what} nests {depth} levels deep; at most {JSON_MAX_DEPTH} are accepted")
+    try:
+        document = json.loads(text)
+    except (ValueError, RecursionError) as exc:  # RecursionError: a backstop, the depth check comes first
+        raise Refusal(code, f"{what} is not valid JSON: {exc}") from None
+    if not isinstance(document, dict):
+        raise Refusal(code, f"{what} must be a JSON object")
+    return document
+
+
 def options_from_metadata(metadata: Mapping[str, str]) -> FileOptions:
     """Per-file options from S3 user metadata: ``experiture-options`` (a JSON document) and/or
     single ``experiture-<option>`` keys, which win over the document. Other metadata is ignored."""
     document: dict[str, Any] = {}
-    ours = {k.lower(): v for k, v in metadata.items() if k.lower().startswith(METADATA_PREFIX)}
+    ours = {
+        k.lower(): decode_metadata_value(k, v)
+        for k, v in metadata.items()
+        if k.lower().startswith(METADATA_PREFIX)
+    }
     if OPTIONS_METADATA_KEY in ours:
-        try:
-            parsed = json.loads(ours.pop(OPTIONS_METADATA_KEY))
-        except ValueError as exc:
-            raise Refusal("INVALID_METADATA", f"{OPTIONS_METADATA_KEY} is not valid JSON: {exc}") from None
-        if not isinstance(parsed, dict):
-            raise Refusal("INVALID_METADATA", f"{OPTIONS_METADATA_KEY} must be a JSON object")
-        document.update(parsed)
+        document.update(
+            parse_json_object(ours.pop(OPTIONS_METADATA_KEY), "INVALID_METADATA", OPTIONS_METADATA_KEY)
+        )
     for key, value in ours.items():
         if key not in _METADATA_FIELDS:
             known = ", ".join(sorted([OPTIONS_METADATA_KEY, *_METADATA_FIELDS]))
