@@ -21,8 +21,8 @@ Idempotency-Key is claimed, while it is "in progress", instead of before it is r
 is processed), ``after_processing`` once the request was fully handled (the work is done, the answer
 is lost: what a client's retry with the same Idempotency-Key is for); the first status or drop rule
 that fires decides the answer.
-``jobFailures`` make the next ``times`` batch or import jobs (optionally of one ``objectName``) end
-``failed``. Admin routes (``/_sandbox/...``) are never faulted.
+``jobFailures`` make the next ``times`` batch or import jobs, or CRM processes (kind ``crm``),
+optionally of one ``objectName`` (object type), end ``failed``. Admin routes (``/_sandbox/...``) are never faulted.
 """
 
 from __future__ import annotations
@@ -34,6 +34,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 DROP_MODES = ("on_request", "mid_body", "after_processing")
+# batch and import jobs of the Experiture emulator; crm: background processes of the CRM emulator
+# (objectName is then the object type).
+JOB_KINDS = ("batch", "import", "crm")
 
 
 class FaultPlanError(ValueError):
@@ -138,8 +141,8 @@ class JobFailure:
 
     @classmethod
     def parse(cls, raw: Any, where: str) -> JobFailure:
-        if not isinstance(raw, dict) or raw.get("kind") not in ("batch", "import"):
-            raise FaultPlanError(f"{where}: kind must be 'batch' or 'import'")
+        if not isinstance(raw, dict) or raw.get("kind") not in JOB_KINDS:
+            raise FaultPlanError(f"{where}: kind must be one of {JOB_KINDS}")
         return cls(
             kind=raw["kind"],
             times=int(raw.get("times", 1)),
