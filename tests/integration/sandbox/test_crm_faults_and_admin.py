@@ -201,3 +201,18 @@ def test_console_script_serves_the_crm_emulator_too(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=15)
+
+
+def test_processing_latency_delays_the_answer_after_the_process_is_queued(
+    crm: httpx.Client, sandbox: SandboxHandle
+) -> None:
+    # Given "the next upsert takes 300 ms after it is queued"
+    sandbox.admin.set_faults(
+        {"rules": [{"path": "/crm/v3/objects/*", "latencyMs": 300, "phase": "processing", "times": 1}]}
+    )
+    # When a batch is upserted
+    began = time.perf_counter()
+    resp = crm.post(UPSERT, json={"records": RECORDS})
+    # Then the 202 came late, and the process already existed while the client waited
+    assert resp.status_code == 202 and time.perf_counter() - began >= 0.3
+    assert crm_wait(crm, resp.json()["processId"])["status"] == "completed"
