@@ -15,7 +15,8 @@ A fault plan is JSON::
 ``method`` defaults to any. A rule fires on every match, on the next ``times`` matches (an exact
 schedule, optionally after skipping ``skip`` matches), or with probability ``rate``. Latency rules add
 their delay and let later rules apply (``"phase": "processing"`` delays an API call after its
-Idempotency-Key is claimed, while it is "in progress", instead of before it is read).
+Idempotency-Key is claimed, while it is "in progress", instead of before it is read; on the CRM
+emulator's upsert, after its process is queued).
 ``drop`` closes the TCP connection without an answer:
 ``on_request`` before anything is read, ``mid_body`` after reading ``afterBytes`` of the body (nothing
 is processed), ``after_processing`` once the request was fully handled (the work is done, the answer
