@@ -7,6 +7,7 @@ Record and process ids keep growing across resets, so an id from before a reset 
 
 from __future__ import annotations
 
+import copy
 import itertools
 import logging
 import queue
@@ -120,9 +121,7 @@ class CrmState:
         take_failure: Callable[[str], str | None] = lambda _object_type: None,
     ) -> None:
         self.api_key = api_key
-        self._startup_types = {
-            k: ObjectType(v.name, list(v.attributes), list(v.associations)) for k, v in object_types.items()
-        }
+        self._startup_types = copy.deepcopy(object_types)
         self._startup_config = config.copy()
         self._take_failure = take_failure
         self.lock = threading.RLock()
@@ -136,10 +135,7 @@ class CrmState:
 
     def _clear(self) -> None:
         self.config = self._startup_config.copy()
-        self.types = {
-            k: ObjectType(v.name, list(v.attributes), list(v.associations))
-            for k, v in self._startup_types.items()
-        }
+        self.types = copy.deepcopy(self._startup_types)
         self.records: dict[str, TypeStore] = {name: TypeStore() for name in self.types}
         self.processes: dict[int, Process] = {}
 
@@ -268,10 +264,10 @@ class CrmState:
             process.status, process.started_at = "in_process", now_iso()
         if not self._sleep(run_s, generation):
             return
-        failure = self._take_failure(process.object_type)
         with self.lock:
             if generation != self.generation:
                 return
+            failure = self._take_failure(process.object_type)
             if failure is not None:
                 process.status, process.error = "failed", failure
             elif process.object_type not in self.types:
