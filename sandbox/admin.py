@@ -12,10 +12,11 @@ from typing import Any
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 
 from sandbox.config import OAuthClient
 from sandbox.core import Sandbox
+from sandbox.crm import admin as crm_admin
 from sandbox.faults import FaultPlanError, parse_plan
 from sandbox.records import fail_job, public_job
 from sandbox.schemas import SchemaError, normalise_object
@@ -239,5 +240,6 @@ routes = [
     Route("/faults", faults, methods=["GET", "PUT", "POST", "DELETE"]),
     Route("/tokens", tokens, methods=["POST"]),
     Route("/clients", clients, methods=["POST"]),
+    Mount("/crm", routes=crm_admin.routes),
     Route("/{table}", docs_table, methods=["GET"]),
 ]

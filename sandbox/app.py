@@ -21,11 +21,14 @@ from sandbox import admin, imports, records
 from sandbox.auth import token_endpoint
 from sandbox.config import SandboxOptions
 from sandbox.core import Sandbox, api_endpoint
+from sandbox.crm import errors as crm_errors
+from sandbox.crm.api import create_crm_app
 from sandbox.errors import ApiError, error_body, error_response, json_bytes
 from sandbox.faults import Decision
 
 log = logging.getLogger("sandbox.access")
 API = "/public/v1"
+CRM_MOUNT = "/crm"  # the CRM emulator: base URL <root>/crm/v3
 STORAGE_PREFIXES = ("/uploads/", "/error-files/")
 
 
@@ -196,6 +199,8 @@ class Outer:
 
     def _fault_response(self, decision: Decision, scope: Scope, path: str) -> Response:
         status = int(decision.status or 500)
+        if path.startswith(CRM_MOUNT + "/"):
+            return crm_errors.fault_response(status, decision.retry_after)
         headers: dict[str, str] = {}
         if status in (429, 503):
             headers["Retry-After"] = str(decision.retry_after if decision.retry_after is not None else 1)
@@ -241,12 +246,14 @@ def create_app(options: SandboxOptions | None = None, sandbox: Sandbox | None = 
             Route("/oauth/token", token_endpoint, methods=["POST"]),
             Route("/uploads/{job_id}", imports.upload, methods=["PUT"]),
             Route("/error-files/{job_id}", imports.error_file, methods=["GET"]),
+            Mount(CRM_MOUNT, app=create_crm_app(sb.crm)),
             Mount("/_sandbox", routes=admin.routes),
         ],
         exception_handlers={HTTPException: http_error, Exception: server_error},
         lifespan=lifespan,
     )
     app.state.sandbox = sb
+    app.state.crm = sb.crm  # for the CRM admin routes under /_sandbox/crm
     outer = Outer(app, sb)
     outer.sandbox = sb
     return outer

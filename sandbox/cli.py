@@ -10,6 +10,7 @@ import tempfile
 from typing import Any
 
 from sandbox.config import ALL_SCOPES, CONCURRENCY_REFUSALS, OAuthClient, SandboxOptions, speed_timings
+from sandbox.crm.config import ObjectTypeError, load_object_types_file
 from sandbox.faults import FaultPlanError, parse_plan
 from sandbox.schemas import SchemaError, load_schema_file
 
@@ -18,8 +19,9 @@ def add_command(subparsers: Any) -> None:
     """Register the ``sandbox`` subcommand on the CLI's subparsers."""
     parser = subparsers.add_parser(
         "sandbox",
-        help="run the local Experiture API sandbox",
-        description="Serve a stateful emulator of the Experiture public API on loopback.",
+        help="run the local Experiture API sandbox (and the CRM emulator)",
+        description="Serve stateful emulators of the Experiture public API (/public/v1) and of the "
+        "peer CRM's custom-object records API (/crm/v3) on loopback.",
     )
     parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8787, help="port (default 8787; 0 picks a free one)")
@@ -69,6 +71,15 @@ def add_command(subparsers: Any) -> None:
         help="require this header on uploads and return it in init 'headers' (e.g. x-ms-blob-type:BlockBlob)",
     )
     parser.add_argument(
+        "--crm-api-key", default="dev-crm-key", help="api-key header the CRM emulator accepts (/crm/v3)"
+    )
+    parser.add_argument(
+        "--crm-object-types",
+        default=None,
+        metavar="FILE",
+        help="JSON object types for the CRM emulator (extends the defaults vehicle and garage)",
+    )
+    parser.add_argument(
         "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
     )
     parser.set_defaults(run=run)
@@ -78,6 +89,8 @@ def build_options(args: argparse.Namespace) -> SandboxOptions:
     speed_timings(args.speed)  # validate early with a clear message
     if args.schemas:
         load_schema_file(args.schemas)
+    if args.crm_object_types:
+        load_object_types_file(args.crm_object_types)
     faults = None
     if args.faults:
         with open(args.faults, encoding="utf-8") as fh:
@@ -105,13 +118,15 @@ def build_options(args: argparse.Namespace) -> SandboxOptions:
             "cacheRefusals": args.cache_refusals,
             "uploadHeaders": headers,
         },
+        crm_api_key=args.crm_api_key,
+        crm_object_types_file=args.crm_object_types,
     )
 
 
 def run(args: argparse.Namespace) -> int:
     try:
         options = build_options(args)
-    except (ValueError, OSError, SchemaError, FaultPlanError) as exc:
+    except (ValueError, OSError, SchemaError, FaultPlanError, ObjectTypeError) as exc:
         print(f"experiture-ingest sandbox: {exc}", file=sys.stderr)
         return 2
     from sandbox.server import serve_forever
@@ -122,6 +137,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"  token:      {args.token}   (Authorization: Bearer {args.token})", flush=True)
     print(f"  OAuth:      POST {base}/oauth/token  client_id={args.client_id}", flush=True)
     print(f"  admin:      {base}/_sandbox/   data dir: {options.data_dir}", flush=True)
+    print(f"CRM emulator        base URL: {base}/crm/v3", flush=True)
+    print(f"  api key:    {args.crm_api_key}   (api-key: {args.crm_api_key})", flush=True)
     print("  Ctrl-C to stop.", flush=True)
     serve_forever(options, args.host, args.port, args.log_level)
     return 0

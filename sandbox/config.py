@@ -126,3 +126,9 @@ class SandboxOptions:
     config: dict[str, Any] = field(default_factory=dict)
     signing_secret: str | None = None
     workspace: str = "ws_sandbox"
+    # The CRM emulator (sandbox/crm): its api-key, its object types ({name: {"attributes": [...],
+    # "associations": [...]}}, replacing the defaults) or a file extending them, and its switches.
+    crm_api_key: str = "dev-crm-key"
+    crm_object_types: dict[str, Any] | None = None
+    crm_object_types_file: str | None = None
+    crm_config: dict[str, Any] = field(default_factory=dict)
