@@ -17,7 +17,7 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from experiture_ingest.client import ClientSettings, ExperitureClient
-from experiture_ingest.observability import logger, metrics, setup_logging, tracer
+from experiture_ingest.observability import count_api_answer, logger, metrics, setup_logging, tracer
 from experiture_ingest.streams.settings import StreamSettings
 from experiture_ingest.streams.settle import Settler, SettleTicket
 from experiture_ingest.streams.wiring import build_settler
@@ -36,7 +36,7 @@ _OUTCOME_METRICS = {
 
 @functools.cache
 def settler() -> Settler:
-    client = ExperitureClient.from_settings(ClientSettings.from_env())
+    client = ExperitureClient.from_settings(ClientSettings.from_env(), on_answer=count_api_answer)
     return build_settler(StreamSettings.from_env(), client, boto3.client("sqs"), boto3.client("s3"))
 
 

@@ -23,7 +23,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from experiture_ingest.client import ClientSettings, ExperitureClient
 from experiture_ingest.files import collect as collect_logic
 from experiture_ingest.files import import_tasks as tasks
-from experiture_ingest.observability import logger, metrics, setup_logging, tracer
+from experiture_ingest.observability import count_api_answer, logger, metrics, setup_logging, tracer
 
 setup_logging()
 
@@ -35,7 +35,8 @@ def deps() -> tasks.TaskDeps:
     retry = tasks.TaskRetryPolicy(
         max_attempts=settings.retry_max_attempts, budget_seconds=settings.retry_budget_seconds
     )
-    return tasks.TaskDeps(s3=boto3.client("s3"), client=ExperitureClient.from_settings(settings, retry=retry))
+    client = ExperitureClient.from_settings(settings, retry=retry, on_answer=count_api_answer)
+    return tasks.TaskDeps(s3=boto3.client("s3"), client=client)
 
 
 def _state(event: dict[str, Any]) -> tasks.ImportState:
@@ -61,6 +62,7 @@ def prepare_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, 
 
 @logger.inject_lambda_context(clear_state=True)
 @tracer.capture_lambda_handler
+@metrics.log_metrics
 def plan_mapping_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     """Decide the mapping: given, a saved template, or inferred from the file's header."""
     return tasks.plan(_state(event), deps()).wire()
@@ -68,6 +70,7 @@ def plan_mapping_handler(event: dict[str, Any], context: LambdaContext) -> dict[
 
 @logger.inject_lambda_context(clear_state=True)
 @tracer.capture_lambda_handler
+@metrics.log_metrics
 def mapping_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     """Send the planned mapping to the job."""
     return tasks.set_mapping(_state(event), deps()).wire()
@@ -90,6 +93,7 @@ def start_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, An
 
 @logger.inject_lambda_context(clear_state=True)
 @tracer.capture_lambda_handler
+@metrics.log_metrics
 def poll_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     """Read the job's state and decide what comes next."""
     return tasks.poll(_state(event), deps()).wire()
@@ -114,6 +118,24 @@ _FAILURE_NAMES = {
     "timed_out": ("ImportJobsTimedOut", "ImportTimedOut"),
     "completed_report_incomplete": ("ImportReportsIncomplete", "ImportReportIncomplete"),
 }
+# Errors that are the CDP's verdict on the user's file or mapping, not a broken pipeline.
+_DATA_ERRORS = {"SchemaMismatchError", "ValidationError", "PayloadTooLargeError"}
+_DATA_STATUSES = {400, 413, 415, 422}
+
+
+def rejected_by_cdp(summary: dict[str, Any]) -> bool:
+    """Whether a failed run ended on the user's data (FilesRejected, no page) rather than on the pipeline.
+
+    The CDP failing the job itself counts as its verdict on the file; a refused mapping or start (422,
+    400) too. Credentials, throttling, 5xx, timeouts and missing summaries are the pipeline's
+    (ImportPipelineFailures, which pages).
+    """
+    if summary.get("outcome") != "failed":
+        return False
+    error = summary.get("error")
+    if not error:
+        return bool(summary.get("errorMessage"))  # the job failed in the CDP, with its reason
+    return error.get("type") in _DATA_ERRORS or error.get("status") in _DATA_STATUSES
 
 
 @logger.inject_lambda_context(clear_state=True)
@@ -125,6 +147,8 @@ def report_failure_handler(event: dict[str, Any], context: LambdaContext) -> dic
     metric, error = _FAILURE_NAMES.get(report.outcome, ("ImportJobsFailed", "ImportFailed"))
     metrics.add_metric(name=metric, unit=MetricUnit.Count, value=1)
     summary = report.summary
+    kept_apart = "FilesRejected" if rejected_by_cdp(summary) else "ImportPipelineFailures"
+    metrics.add_metric(name=kept_apart, unit=MetricUnit.Count, value=1)
     logger.warning("import failed", extra={"outcome": report.outcome, "summary_key": report.summary_key})
     bucket = summary["source"]["bucket"]
     return {

@@ -16,10 +16,10 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.data_classes import S3Event, event_source
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from experiture_ingest.client import client_from_env
+from experiture_ingest.client import ClientSettings, ExperitureClient
 from experiture_ingest.files.intake import DroppedFile, Intake, IntakeOutcome, IntakeSettings
 from experiture_ingest.files.routing import decode_event_key
-from experiture_ingest.observability import logger, metrics, setup_logging, tracer
+from experiture_ingest.observability import count_api_answer, logger, metrics, setup_logging, tracer
 from experiture_ingest.settings import load_settings
 
 setup_logging()
@@ -35,7 +35,7 @@ def intake() -> Intake:
     return Intake(
         s3=boto3.client("s3"),
         sfn=boto3.client("stepfunctions"),
-        client=client_from_env(),
+        client=ExperitureClient.from_settings(ClientSettings.from_env(), on_answer=count_api_answer),
         settings=load_settings(IntakeSettings),
         annotate=_annotate,
     )
@@ -54,7 +54,9 @@ def _count(outcome: IntakeOutcome) -> None:
         metrics.add_metric(name="FilesRefused", unit=MetricUnit.Count, value=1)
     elif outcome.outcome == "duplicate":
         metrics.add_metric(name="DuplicateEvents", unit=MetricUnit.Count, value=1)
-    elif outcome.outcome in ("rejected", "failed"):
+    elif outcome.outcome == "rejected":  # the API refused the file for good: the user's to fix, no page
+        metrics.add_metric(name="FilesRejected", unit=MetricUnit.Count, value=1)
+    elif outcome.outcome == "failed":
         metrics.add_metric(name="FilesFailed", unit=MetricUnit.Count, value=1)
     if outcome.bytes_uploaded:
         metrics.add_metric(name="BytesUploaded", unit=MetricUnit.Bytes, value=outcome.bytes_uploaded)

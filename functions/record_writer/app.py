@@ -17,7 +17,7 @@ from aws_lambda_powertools.utilities.batch import process_partial_response
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from experiture_ingest.client import ClientSettings, ExperitureClient, RetryEvent
-from experiture_ingest.observability import logger, metrics, setup_logging, tracer
+from experiture_ingest.observability import count_api_answer, logger, metrics, setup_logging, tracer
 from experiture_ingest.streams.processing import processor_for
 from experiture_ingest.streams.settings import StreamSettings
 from experiture_ingest.streams.wiring import build_writer
@@ -33,7 +33,9 @@ def _count_retry(event: RetryEvent) -> None:
 @functools.cache
 def writer() -> StreamWriter:
     """The warm container's writer (its schema cache and HTTP pool live across invocations)."""
-    client = ExperitureClient.from_settings(ClientSettings.from_env(), on_retry=_count_retry)
+    client = ExperitureClient.from_settings(
+        ClientSettings.from_env(), on_retry=_count_retry, on_answer=count_api_answer
+    )
     settings = StreamSettings.from_env()
     dynamodb = boto3.client("dynamodb") if settings.ledger_table else None
     return build_writer(settings, client, boto3.client("sqs"), boto3.client("s3"), dynamodb)
