@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import secrets
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -107,3 +108,5 @@ class SandboxOptions:
     config: dict[str, Any] = field(default_factory=dict)
     signing_secret: str | None = None
     workspace: str = "ws_sandbox"
+    # Sent as X-Sandbox-Admin-Token on /_sandbox/ requests; random unless given (the CLI prints it).
+    admin_token: str = field(default_factory=lambda: secrets.token_urlsafe(18))
