@@ -12,8 +12,8 @@ import hashlib
 import hmac
 import ipaddress
 import json
-from urllib.parse import urlsplit
 from typing import Any
+from urllib.parse import urlsplit
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -221,7 +221,7 @@ async def docs_table(request: Request) -> Response:
     return JSONResponse({table: items})
 
 
-ADMIN_TOKEN_HEADER = "x-sandbox-admin-token"
+ADMIN_TOKEN_HEADER = "x-sandbox-admin-token"  # noqa: S105 (a header name)
 
 
 def is_loopback_host(host: str) -> bool:
