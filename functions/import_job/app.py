@@ -8,29 +8,50 @@ Handlers are thin: parse the state document, call :mod:`experiture_ingest.files.
 :mod:`experiture_ingest.files.collect`, return the document. Errors propagate: the state machine's
 Retry and Catch match on the exception class name (``ServerError`` is transient,
 ``SchemaMismatchError`` is not), and every Catch leads to :func:`report_failure_handler`.
+
+Cold start: the module imports only Powertools' logger and metrics; the task logic, the client and
+boto3 load on the first invocation that needs them (see bench/cold_start.py).
 """
 
 from __future__ import annotations
 
 import functools
 from datetime import UTC, datetime
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
-import boto3
 from aws_lambda_powertools.metrics import MetricUnit
-from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from experiture_ingest.client import ClientSettings, ExperitureClient
-from experiture_ingest.files import collect as collect_logic
-from experiture_ingest.files import import_tasks as tasks
 from experiture_ingest.observability import count_api_answer, logger, metrics, setup_logging, tracer
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.typing import LambdaContext
+
+    from experiture_ingest.files.import_tasks import ImportState, TaskDeps
 
 setup_logging()
 
 
+def _tasks() -> ModuleType:
+    from experiture_ingest.files import import_tasks
+
+    return import_tasks
+
+
+def _collect() -> ModuleType:
+    from experiture_ingest.files import collect
+
+    return collect
+
+
 @functools.cache
-def deps() -> tasks.TaskDeps:
+def deps() -> TaskDeps:
     """The warm container's S3 and API clients (a refused start is left to the state machine)."""
+    import boto3
+
+    from experiture_ingest.client import ClientSettings, ExperitureClient
+
+    tasks = _tasks()
     settings = ClientSettings.from_env()
     retry = tasks.TaskRetryPolicy(
         max_attempts=settings.retry_max_attempts, budget_seconds=settings.retry_budget_seconds
@@ -39,8 +60,8 @@ def deps() -> tasks.TaskDeps:
     return tasks.TaskDeps(s3=boto3.client("s3"), client=client)
 
 
-def _state(event: dict[str, Any]) -> tasks.ImportState:
-    state = tasks.ImportState.model_validate(event)
+def _state(event: dict[str, Any]) -> ImportState:
+    state: ImportState = _tasks().ImportState.model_validate(event)
     logger.append_keys(
         job_id=state.run.job_id, key=state.run.source.key, execution=state.progress.execution_name
     )
@@ -53,7 +74,7 @@ def _state(event: dict[str, Any]) -> tasks.ImportState:
 def prepare_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     """Execution input (an ImportRun, or a continuation's state) -> the state document."""
     execution = event.get("execution") or {}
-    state = tasks.prepare(
+    state = _tasks().prepare(
         event["input"], str(execution.get("name") or "local"), execution.get("startTime"), datetime.now(UTC)
     )
     logger.append_keys(job_id=state.run.job_id, key=state.run.source.key)
@@ -65,7 +86,7 @@ def prepare_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, 
 @metrics.log_metrics
 def plan_mapping_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     """Decide the mapping: given, a saved template, or inferred from the file's header."""
-    return tasks.plan(_state(event), deps()).wire()
+    return _tasks().plan(_state(event), deps()).wire()
 
 
 @logger.inject_lambda_context(clear_state=True)
@@ -73,7 +94,7 @@ def plan_mapping_handler(event: dict[str, Any], context: LambdaContext) -> dict[
 @metrics.log_metrics
 def mapping_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     """Send the planned mapping to the job."""
-    return tasks.set_mapping(_state(event), deps()).wire()
+    return _tasks().set_mapping(_state(event), deps()).wire()
 
 
 @logger.inject_lambda_context(clear_state=True)
@@ -81,7 +102,7 @@ def mapping_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, 
 @metrics.log_metrics
 def start_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     """Start the job, or schedule another try while the workspace runs its maximum of jobs."""
-    state = tasks.start(_state(event), deps())
+    state = _tasks().start(_state(event), deps())
     if state.progress.next == "wait_poll":
         metrics.add_metric(name="ImportJobsStarted", unit=MetricUnit.Count, value=1)
     elif state.progress.next == "wait_start":
@@ -96,7 +117,7 @@ def start_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, An
 @metrics.log_metrics
 def poll_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     """Read the job's state and decide what comes next."""
-    return tasks.poll(_state(event), deps()).wire()
+    return _tasks().poll(_state(event), deps()).wire()
 
 
 @logger.inject_lambda_context(clear_state=True)
@@ -104,7 +125,7 @@ def poll_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any
 @metrics.log_metrics
 def collect_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     """The job completed: errors file and summary into the bucket, source tagged."""
-    report = collect_logic.collect(_state(event), deps())
+    report = _collect().collect(_state(event), deps())
     metrics.add_metric(name="ImportJobsCompleted", unit=MetricUnit.Count, value=1)
     found = report.summary.get("metrics") or {}
     metrics.add_metric(name="RowsImported", unit=MetricUnit.Count, value=found.get("rowsImported") or 0)
@@ -143,7 +164,7 @@ def rejected_by_cdp(summary: dict[str, Any]) -> bool:
 @metrics.log_metrics
 def report_failure_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     """Whatever ended the run: a failure summary in the bucket, and the Fail state's error and cause."""
-    report = collect_logic.report_failure(event, deps())
+    report = _collect().report_failure(event, deps())
     metric, error = _FAILURE_NAMES.get(report.outcome, ("ImportJobsFailed", "ImportFailed"))
     metrics.add_metric(name=metric, unit=MetricUnit.Count, value=1)
     summary = report.summary

@@ -10,7 +10,10 @@ are formatted by Powertools as structured JSON once :func:`setup_logging` has ru
 
 from __future__ import annotations
 
+import functools
 import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
@@ -19,8 +22,38 @@ from aws_lambda_powertools.metrics import MetricUnit
 NAMESPACE = "ExperitureIngest"
 SERVICE = "experiture-ingest"  # every metric's one dimension (service=experiture-ingest): see template.yaml
 
+HandlerT = TypeVar("HandlerT", bound=Callable[..., Any])
+
+
+class LazyTracer:
+    """Powertools' Tracer, built on first use: building it loads the X-Ray SDK (about half of a
+    handler's cold import), which only an invocation needs, not the import of the handler module.
+
+    ``capture_lambda_handler`` decorates at import without building it; any other attribute
+    (``put_annotation``, ``capture_method``...) builds it and is looked up on the real Tracer.
+    """
+
+    @functools.cached_property
+    def real(self) -> Tracer:
+        return Tracer(service=SERVICE)
+
+    def capture_lambda_handler(self, handler: HandlerT) -> HandlerT:
+        @functools.wraps(handler)
+        def traced(event: Any, context: Any) -> Any:
+            return self._traced(handler)(event, context)
+
+        return traced  # type: ignore[return-value]
+
+    @functools.cache  # noqa: B019 (one LazyTracer per process; handlers are module-level)
+    def _traced(self, handler: Callable[..., Any]) -> Callable[..., Any]:
+        return self.real.capture_lambda_handler(handler)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+
 logger = Logger(service=SERVICE)
-tracer = Tracer(service=SERVICE)
+tracer = LazyTracer()
 metrics = Metrics(namespace=NAMESPACE, service=SERVICE)
 
 # Libraries whose DEBUG output carries secrets: botocore logs every response body (a GetSecretValue
