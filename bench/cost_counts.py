@@ -102,17 +102,24 @@ def timing_handlers(stack: Any, durations: dict[str, list[float]]) -> Iterator[N
 def transitions(stack: Any) -> int:
     total = 0
     for execution in stack.aws.executions():
-        total += sum(1 for e in stack.aws.history(execution["executionArn"]) if e["type"].endswith("StateEntered"))
+        total += sum(
+            1 for e in stack.aws.history(execution["executionArn"]) if e["type"].endswith("StateEntered")
+        )
     return total
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--files", type=int, default=20)
     parser.add_argument("--rows", type=int, default=100, help="rows per file")
     parser.add_argument("--records", type=int, default=20000)
     parser.add_argument(
-        "--per-message", type=int, default=None, help="records per message (default: as many as fit, as `send` does)"
+        "--per-message",
+        type=int,
+        default=None,
+        help="records per message (default: as many as fit, as `send` does)",
     )
     args = parser.parse_args(argv)
 
@@ -158,7 +165,9 @@ def main(argv: list[str] | None = None) -> int:
                     messages = 0
                     bodies = list(message_bodies(target, records, max_records=args.per_message))
                     for start in range(0, len(bodies), 10):
-                        entries = [{"Id": str(i), "MessageBody": b} for i, b in enumerate(bodies[start : start + 10])]
+                        entries = [
+                            {"Id": str(i), "MessageBody": b} for i, b in enumerate(bodies[start : start + 10])
+                        ]
                         messages += send_entries(stack.sqs, stack.outputs["RecordQueueUrl"], entries)  # type: ignore[arg-type]
                 else:
                     messages = send_records(stack.sqs, stack.outputs["RecordQueueUrl"], target, records)
@@ -166,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
             with counting_aws_calls(calls, put_bytes):
                 stack.advance()
                 deadline = time.monotonic() + 300
-                while len([e for e in stack.aws.executions() if e["status"] == "RUNNING"]) and (
+                while [e for e in stack.aws.executions() if e["status"] == "RUNNING"] and (
                     time.monotonic() < deadline
                 ):
                     time.sleep(0.2)
@@ -196,7 +205,9 @@ def main(argv: list[str] | None = None) -> int:
         },
         "perMillionRecords": {
             "lambdaInvocations": {n: invocations.get(n, 0) * 1e6 / max(args.records, 1) for n in stream_fns},
-            "lambdaSeconds": {n: round(seconds.get(n, 0) * 1e6 / max(args.records, 1), 1) for n in stream_fns},
+            "lambdaSeconds": {
+                n: round(seconds.get(n, 0) * 1e6 / max(args.records, 1), 1) for n in stream_fns
+            },
             "messages": messages * 1e6 / max(args.records, 1),
         },
         "awsCalls": {k: v for k, v in sorted(calls.items()) if k not in HARNESS_CALLS},

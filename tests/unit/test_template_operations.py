@@ -220,3 +220,14 @@ def test_the_dashboard_shows_what_the_issue_lists_with_metrics_the_code_emits(te
     missing = custom - _emitted_metric_names() - EMITTED_ELSEWHERE
     assert not missing, f"the dashboard shows metrics no code emits: {sorted(missing)}"
     assert {"FilesReceived", "FilesRejected", "RowsImported", "ApiAnswers429", "BytesUploaded"} <= custom
+
+
+def test_samconfig_names_a_region_and_only_parameters_the_template_has(template):
+    import tomllib
+
+    config = tomllib.loads((ROOT / "samconfig.toml").read_text(encoding="utf-8"))["default"]
+    assert config["global"]["parameters"]["region"]
+    overrides = config["deploy"]["parameters"]["parameter_overrides"]
+    names = {item.split("=", 1)[0] for item in overrides}
+    assert "ExperitureSecretArn" in names
+    assert names <= set(template["Parameters"]), names - set(template["Parameters"])
