@@ -20,6 +20,7 @@ Both take a :class:`Stack`: :class:`DeployedStack` here, :class:`cli.local_stack
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import sys
@@ -121,15 +122,15 @@ class DeployedStack:
         }
         return cls(name, outputs, parameters, session)
 
-    @property
+    @functools.cached_property
     def s3(self) -> Any:
         return self.session.client("s3")
 
-    @property
+    @functools.cached_property
     def sqs(self) -> Any:
         return self.session.client("sqs")
 
-    @property
+    @functools.cached_property
     def dynamodb(self) -> Any:
         return self.session.client("dynamodb")
 
