@@ -35,7 +35,7 @@ BEFORE = "7ce1c02"  # the last commit before issue 12's cold-start work
 # handler folder -> what its first invocation builds (the functools.cache'd builders, the tracer)
 HANDLERS = {
     "intake": "app.intake(); app.tracer.real",
-    "import_job": "app.deps(); app._tasks(); app._collect(); app.tracer.real",
+    "import_job": "app.deps(); import experiture_ingest.files.collect; app.tracer.real",
     "record_writer": "app.writer(); app.tracer.real",
     "batch_settler": "app.settler(); app.tracer.real",
 }

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import functools
 from datetime import UTC, datetime
-from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools.metrics import MetricUnit
@@ -32,26 +31,14 @@ if TYPE_CHECKING:
 setup_logging()
 
 
-def _tasks() -> ModuleType:
-    from experiture_ingest.files import import_tasks
-
-    return import_tasks
-
-
-def _collect() -> ModuleType:
-    from experiture_ingest.files import collect
-
-    return collect
-
-
 @functools.cache
 def deps() -> TaskDeps:
     """The warm container's S3 and API clients (a refused start is left to the state machine)."""
     import boto3
 
     from experiture_ingest.client import ClientSettings, ExperitureClient
+    from experiture_ingest.files import import_tasks as tasks
 
-    tasks = _tasks()
     settings = ClientSettings.from_env()
     retry = tasks.TaskRetryPolicy(
         max_attempts=settings.retry_max_attempts, budget_seconds=settings.retry_budget_seconds
@@ -61,7 +48,9 @@ def deps() -> TaskDeps:
 
 
 def _state(event: dict[str, Any]) -> ImportState:
-    state: ImportState = _tasks().ImportState.model_validate(event)
+    from experiture_ingest.files.import_tasks import ImportState
+
+    state = ImportState.model_validate(event)
     logger.append_keys(
         job_id=state.run.job_id, key=state.run.source.key, execution=state.progress.execution_name
     )
@@ -74,7 +63,9 @@ def _state(event: dict[str, Any]) -> ImportState:
 def prepare_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     """Execution input (an ImportRun, or a continuation's state) -> the state document."""
     execution = event.get("execution") or {}
-    state = _tasks().prepare(
+    from experiture_ingest.files import import_tasks as tasks
+
+    state = tasks.prepare(
         event["input"], str(execution.get("name") or "local"), execution.get("startTime"), datetime.now(UTC)
     )
     logger.append_keys(job_id=state.run.job_id, key=state.run.source.key)
@@ -86,7 +77,9 @@ def prepare_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, 
 @metrics.log_metrics
 def plan_mapping_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     """Decide the mapping: given, a saved template, or inferred from the file's header."""
-    return _tasks().plan(_state(event), deps()).wire()
+    from experiture_ingest.files import import_tasks as tasks
+
+    return tasks.plan(_state(event), deps()).wire()
 
 
 @logger.inject_lambda_context(clear_state=True)
@@ -94,7 +87,9 @@ def plan_mapping_handler(event: dict[str, Any], context: LambdaContext) -> dict[
 @metrics.log_metrics
 def mapping_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     """Send the planned mapping to the job."""
-    return _tasks().set_mapping(_state(event), deps()).wire()
+    from experiture_ingest.files import import_tasks as tasks
+
+    return tasks.set_mapping(_state(event), deps()).wire()
 
 
 @logger.inject_lambda_context(clear_state=True)
@@ -102,7 +97,9 @@ def mapping_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, 
 @metrics.log_metrics
 def start_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     """Start the job, or schedule another try while the workspace runs its maximum of jobs."""
-    state = _tasks().start(_state(event), deps())
+    from experiture_ingest.files import import_tasks as tasks
+
+    state = tasks.start(_state(event), deps())
     if state.progress.next == "wait_poll":
         metrics.add_metric(name="ImportJobsStarted", unit=MetricUnit.Count, value=1)
     elif state.progress.next == "wait_start":
@@ -117,7 +114,9 @@ def start_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, An
 @metrics.log_metrics
 def poll_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     """Read the job's state and decide what comes next."""
-    return _tasks().poll(_state(event), deps()).wire()
+    from experiture_ingest.files import import_tasks as tasks
+
+    return tasks.poll(_state(event), deps()).wire()
 
 
 @logger.inject_lambda_context(clear_state=True)
@@ -125,7 +124,9 @@ def poll_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any
 @metrics.log_metrics
 def collect_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     """The job completed: errors file and summary into the bucket, source tagged."""
-    report = _collect().collect(_state(event), deps())
+    from experiture_ingest.files import collect
+
+    report = collect.collect(_state(event), deps())
     metrics.add_metric(name="ImportJobsCompleted", unit=MetricUnit.Count, value=1)
     found = report.summary.get("metrics") or {}
     metrics.add_metric(name="RowsImported", unit=MetricUnit.Count, value=found.get("rowsImported") or 0)
@@ -164,7 +165,9 @@ def rejected_by_cdp(summary: dict[str, Any]) -> bool:
 @metrics.log_metrics
 def report_failure_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     """Whatever ended the run: a failure summary in the bucket, and the Fail state's error and cause."""
-    report = _collect().report_failure(event, deps())
+    from experiture_ingest.files import collect
+
+    report = collect.report_failure(event, deps())
     metric, error = _FAILURE_NAMES.get(report.outcome, ("ImportJobsFailed", "ImportFailed"))
     metrics.add_metric(name=metric, unit=MetricUnit.Count, value=1)
     summary = report.summary
