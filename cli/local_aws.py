@@ -242,7 +242,7 @@ def _sfn_parameter_patches() -> list[Any]:
     ]
 
 
-def _reset_warm_caches(modules: list[ModuleType]) -> None:
+def reset_warm_caches(modules: list[ModuleType]) -> None:
     """Forget clients cached by warm handlers (``functools.cache``), so they see this run's env."""
     from experiture_ingest.client import client_from_env
 
@@ -338,8 +338,8 @@ class LocalAws:
             and str(resource["Properties"].get("CodeUri", "")).startswith("functions/")
         }
         modules = {sys.modules[handler.__module__] for handler in self.functions.values()}
-        _reset_warm_caches(list(modules))
-        self._stack.callback(_reset_warm_caches, list(modules))
+        reset_warm_caches(list(modules))
+        self._stack.callback(reset_warm_caches, list(modules))
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import traceback
 import uuid
 from collections.abc import Mapping
@@ -36,7 +37,7 @@ from unittest import mock
 
 import boto3
 
-from cli.local_aws import REGION, LocalAws, function_arn, s3_event
+from cli.local_aws import REGION, LocalAws, function_arn, reset_warm_caches, s3_event
 from cli.operations import Invoked
 from cli.streams_local import LocalStream, handler_env
 from experiture_ingest.client import ClientSettings, ExperitureClient
@@ -116,9 +117,8 @@ class LocalStack:
         self.env.update(changes)
         self._stack.enter_context(mock.patch.dict(os.environ, changes))
         self._stack.enter_context(handler_env(changes))  # writer and settler rebuilt with it
-        import functions.intake.app as intake_app
-
-        intake_app.intake.cache_clear()
+        modules = {sys.modules[handler.__module__] for handler in self.aws.functions.values()}
+        reset_warm_caches(list(modules))  # every other function's cached clients too
 
     # What the operator commands use (cli.operations.Stack) -------------------------------------
 
