@@ -1,6 +1,7 @@
 """Operator commands against a deployed stack (boto3 and the stack's outputs), or the local stack.
 
     experiture-ingest smoke --stack NAME [--region R] [--object contacts] [--timeout 900]
+    experiture-ingest smoke --local          # the same checks on the local stack and sandbox, no AWS
     experiture-ingest redrive-intake --stack NAME [--region R]
 
 ``smoke`` drops a two-row file under ``incoming/<object>/smoke/`` and sends three records to the
@@ -378,7 +379,11 @@ def add_command(subparsers: Any) -> None:
             "batch job, print a pass/fail table (exit 1 on a failure)."
         ),
     )
-    smoke_cmd.add_argument("--stack", required=True, help="the CloudFormation stack name")
+    where = smoke_cmd.add_mutually_exclusive_group(required=True)
+    where.add_argument("--stack", help="the CloudFormation stack name")
+    where.add_argument(
+        "--local", action="store_true", help="run against the local stack (moto) and a local sandbox instead"
+    )
     smoke_cmd.add_argument("--region", default=None, help="its region (default: your AWS config)")
     smoke_cmd.add_argument("--object", default="contacts", help="the CDP object to write (default contacts)")
     smoke_cmd.add_argument("--timeout", type=float, default=900.0, help="seconds to wait (default 900)")
@@ -405,11 +410,32 @@ def _connect(args: argparse.Namespace, err: IO[str]) -> DeployedStack | None:
         return None
 
 
+def _smoke_locally(args: argparse.Namespace) -> SmokeReport:
+    """The local stack (moto, the real handlers and state machine) against a sandbox in this process."""
+    from cli.local_stack import LocalStack
+    from sandbox.testing import running_sandbox
+
+    with running_sandbox(speed="instant") as sandbox:
+        env = {
+            "EXPERITURE_API_URL": sandbox.base_url,
+            "EXPERITURE_API_TOKEN": sandbox.token,
+            "IMPORT_POLL_INITIAL_SECONDS": "1",
+            "IMPORT_POLL_MAX_SECONDS": "1",
+            "POWERTOOLS_METRICS_DISABLED": "true",
+            "POWERTOOLS_LOG_LEVEL": "WARNING",
+        }
+        with LocalStack(env) as stack:
+            return smoke(stack, object_name=args.object, timeout=args.timeout)
+
+
 def _run_smoke(args: argparse.Namespace) -> int:
-    stack = _connect(args, sys.stderr)
-    if stack is None:
-        return 2
-    report = smoke(stack, object_name=args.object, timeout=args.timeout)
+    if args.local:
+        report = _smoke_locally(args)
+    else:
+        stack = _connect(args, sys.stderr)
+        if stack is None:
+            return 2
+        report = smoke(stack, object_name=args.object, timeout=args.timeout)
     print(report.table())
     return 0 if report.passed else 1
 

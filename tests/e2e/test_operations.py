@@ -112,3 +112,15 @@ def test_smoke_fails_clearly_when_the_api_refuses_the_token(stack, sandbox):
     assert [c.passed for c in report.checks[1:]] == [None, None]
     assert "smoke test FAILED" in table and "Traceback" not in table
     assert sandbox.admin.import_jobs() == [] and sandbox.admin.batch_jobs() == []
+
+
+def test_the_smoke_command_runs_locally_without_aws(capsys):
+    from cli.main import main
+
+    # When a user without a stack runs `experiture-ingest smoke --local`
+    status = main(["smoke", "--local", "--timeout", "60"])
+
+    # Then it prints the table and passes
+    out = capsys.readouterr().out
+    assert status == 0, out
+    assert "smoke test PASSED" in out and out.count("PASS ") == 3

@@ -19,8 +19,7 @@ HEAVY = ("boto3", "botocore.session", "aws_xray_sdk", "httpx", "pydantic", "expe
 @pytest.mark.parametrize("function", ["intake", "import_job", "record_writer", "batch_settler"])
 def test_importing_a_handler_loads_no_heavy_module(function):
     code = (
-        "import json, sys; import app; "
-        f"print(json.dumps(sorted(m for m in {HEAVY!r} if m in sys.modules)))"
+        f"import json, sys; import app; print(json.dumps(sorted(m for m in {HEAVY!r} if m in sys.modules)))"
     )
     done = subprocess.run(
         [sys.executable, "-c", code],
