@@ -14,6 +14,7 @@ BENCHMARKS = {
     "sandbox_upload": ["--size-mb", "1024"],
     "file_upload": [],
     "stream_writer": ["--records", "10000", "--per-message", "100"],
+    "cold_start": ["--rounds", "9"],
 }
 
 

@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -149,6 +149,14 @@ class Outer:
                 result["status"] = message["status"]
             await send(message)
 
+        if is_admin:
+            headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+            refused = admin.refusal(headers, self.sandbox.options.admin_token)
+            if refused is not None:
+                status, message = refused
+                log.warning("admin request refused (%s): %s %s", status, method, path)
+                await JSONResponse({"error": message}, status_code=status)(scope, receive, send)
+                return
         decision = Decision() if is_admin else self.sandbox.faults.decide(method, path)
         state["processing_latency_ms"] = decision.processing_latency_ms
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import secrets
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -132,3 +133,5 @@ class SandboxOptions:
     crm_object_types: dict[str, Any] | None = None
     crm_object_types_file: str | None = None
     crm_config: dict[str, Any] = field(default_factory=dict)
+    # Sent as X-Sandbox-Admin-Token on /_sandbox/ requests; random unless given (the CLI prints it).
+    admin_token: str = field(default_factory=lambda: secrets.token_urlsafe(18))

@@ -15,7 +15,7 @@ Usage::
 as ``{"maxRunningImports": 2, "uploadHeaders": {"x-ms-blob-type": "BlockBlob"}}``)).
 
 The handle (:class:`SandboxHandle`) has ``base_url`` (".../public/v1"), ``root_url``, ``token_url``,
-``token``, ``data_dir``, ``db_path``, ``client_id``/``client_secret`` (the default OAuth client),
+``token``, ``admin_token``, ``data_dir``, ``db_path``, ``client_id``/``client_secret`` (the default OAuth client),
 ``api()`` (an httpx.Client with the bearer token and base_url) and ``admin`` (:class:`Admin`):
 
 - ``records(obj)`` -> list of stored record dicts; ``record_rows(obj)`` -> rows with id/timestamps/source
@@ -74,15 +74,18 @@ from typing import Any
 
 import httpx
 
+from sandbox.admin import ADMIN_TOKEN_HEADER
 from sandbox.config import SandboxOptions
 from sandbox.server import API_PREFIX, CRM_PREFIX, BackgroundServer, start_in_thread
 
 
 class Admin:
-    """A small client for ``/_sandbox/`` on one sandbox."""
+    """A small client for ``/_sandbox/`` on one sandbox (sends its admin token)."""
 
-    def __init__(self, root_url: str) -> None:
-        self.http = httpx.Client(base_url=f"{root_url}/_sandbox", timeout=30)
+    def __init__(self, root_url: str, admin_token: str) -> None:
+        self.http = httpx.Client(
+            base_url=f"{root_url}/_sandbox", timeout=30, headers={ADMIN_TOKEN_HEADER: admin_token}
+        )
 
     def close(self) -> None:
         self.http.close()
@@ -288,6 +291,10 @@ class SandboxHandle:
     crm_api_key: str = "dev-crm-key"
 
     @property
+    def admin_token(self) -> str:
+        return self.server.sandbox.options.admin_token
+
+    @property
     def root_url(self) -> str:
         return self.server.root_url
 
@@ -337,7 +344,7 @@ def running_sandbox(**options: Any) -> Iterator[SandboxHandle]:
     """Serve a sandbox on a free loopback port in a background thread for the ``with`` block."""
     opts = SandboxOptions(**options)
     server = start_in_thread(opts)
-    admin = Admin(server.root_url)
+    admin = Admin(server.root_url, opts.admin_token)
     client = opts.clients[0] if opts.clients else None
     try:
         yield SandboxHandle(

@@ -180,7 +180,7 @@ def test_console_script_serves_the_crm_emulator_too(tmp_path: Path) -> None:
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     try:
-        banner = "".join(proc.stdout.readline() for _ in range(6))  # type: ignore[union-attr]
+        banner = "".join(proc.stdout.readline() for _ in range(8))  # type: ignore[union-attr]
         # Then the banner names the CRM base URL and key, and both object types answer
         assert f"http://127.0.0.1:{port}/crm/v3" in banner and "k3y" in banner
         base = f"http://127.0.0.1:{port}/crm/v3"
