@@ -5,6 +5,11 @@ across requests: a transient failure then never re-writes half a message. Within
 (object, operation, matchKey) messages keep their order, and requests are filled greedily, which is
 optimal for an ordered sequence of indivisible items under additive limits (records and bytes).
 
+FIFO queues add an order per message group. :func:`fifo_waves` cuts each group's messages into
+runs of one target that fit one request; run *k* of every group goes in wave *k*. The requests of
+one wave are independent (each group has at most one run in it), so they may be sent at once; a
+wave starts only after the one before it, and a group whose run failed takes no part in later waves.
+
 Sizes are measured, not guessed: each record is encoded once with the client's ``encode_json`` (the
 exact bytes sent) and the request body is assembled from those bytes, so the size of a request is
 known as records are added without serializing the batch again.
@@ -22,7 +27,7 @@ known as records are added without serializing the batch again.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,9 +39,21 @@ from experiture_ingest.streams.contract import Target
 # Idempotency keys are UUIDs (as the API documents) derived by name from the request's content.
 
 
+Frame = tuple[bytes, bytes]
+
+
+def records_frame(target: Target) -> Frame:
+    """``{"records":[`` ... ``]}`` (with ``"matchKey"`` on an upsert): the default request body."""
+    suffix = b"]}"
+    if target.operation == "upsert" and target.match_key:
+        suffix = b'],"matchKey":' + encode_json(target.match_key) + b"}"
+    return b'{"records":[', suffix
+
+
 @dataclass
 class StagedMessage:
-    """A message's valid records, encoded once; ``position`` is its place in the SQS batch."""
+    """A message's valid records, encoded once; ``position`` is its place in the SQS batch and
+    ``indices`` each record's place in the message (for a dead letter's ``recordIndex``)."""
 
     message_id: str
     position: int
@@ -44,6 +61,11 @@ class StagedMessage:
     records: list[dict[str, Any]]
     encoded: list[bytes]
     group_id: str | None = None
+    indices: list[int] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.indices:
+            self.indices = list(range(len(self.records)))
 
     @classmethod
     def of(
@@ -72,34 +94,26 @@ class StagedMessage:
             [self.records[i] for i in keep],
             [self.encoded[i] for i in keep],
             self.group_id,
+            [self.indices[i] for i in keep],
         )
-
-
-def _envelope_parts(target: Target) -> tuple[bytes, bytes]:
-    suffix = b"]}"
-    if target.operation == "upsert" and target.match_key:
-        suffix = b'],"matchKey":' + encode_json(target.match_key) + b"}"
-    return b'{"records":[', suffix
-
-
-def request_overhead(target: Target) -> int:
-    """Bytes of a request body around its records: ``{"records":[`` ... ``]`` and the matchKey."""
-    prefix, suffix = _envelope_parts(target)
-    return len(prefix) + len(suffix)
 
 
 @dataclass
 class PackedRequest:
-    """One append-batch or upsert-batch request: its target and the whole messages it carries."""
+    """One batch request: its target, its body's frame and the whole messages it carries."""
 
     target: Target
+    frame: Frame
     messages: list[StagedMessage] = field(default_factory=list)
     record_count: int = 0
     size: int = 0  # bytes of the body, kept up to date as messages are added
 
     @classmethod
-    def build(cls, target: Target, messages: Iterable[StagedMessage] = ()) -> PackedRequest:
-        request = cls(target, size=request_overhead(target))
+    def build(
+        cls, target: Target, messages: Iterable[StagedMessage] = (), frame: Frame | None = None
+    ) -> PackedRequest:
+        frame = frame or records_frame(target)
+        request = cls(target, frame, size=len(frame[0]) + len(frame[1]))
         for message in messages:
             request.add(message)
         return request
@@ -119,9 +133,15 @@ class PackedRequest:
         self.messages.append(message)
 
     def body(self) -> bytes:
-        """The exact request body: equal to ``encode_json({"records": [...], "matchKey": ...})``."""
-        prefix, suffix = _envelope_parts(self.target)
+        """The exact request body (by default ``encode_json({"records": [...], "matchKey": ...})``)."""
+        prefix, suffix = self.frame
         return prefix + b",".join(e for m in self.messages for e in m.encoded) + suffix
+
+    def fits_alone(self, messages: list[StagedMessage], max_records: int, max_bytes: int) -> bool:
+        """Whether this (empty) request could take all of ``messages``."""
+        records = sum(len(m.records) for m in messages)
+        size = self.size + sum(m.size for m in messages) + max(0, sum(1 for m in messages if m.records) - 1)
+        return records <= max_records and size <= max_bytes
 
     @property
     def idempotency_key(self) -> str:
@@ -149,34 +169,88 @@ def pack(
     max_records: int = BATCH_MAX_RECORDS,
     max_bytes: int = BATCH_MAX_BYTES,
     contiguous: bool = False,
+    frame: Callable[[Target], Frame] = records_frame,
 ) -> list[PackedRequest]:
     """Requests for ``messages``: grouped by target (in order of first appearance), order kept.
 
-    ``contiguous`` (FIFO queues): only consecutive messages of the same target share a request, so
-    requests follow the batch's order and sending can stop at the first failure.
+    ``contiguous``: only consecutive messages of the same target share a request.
     """
+    return pack_units(
+        [[m] for m in messages], max_records=max_records, max_bytes=max_bytes, contiguous=contiguous, frame=frame
+    )
+
+
+def pack_units(
+    units: Iterable[list[StagedMessage]],
+    *,
+    max_records: int = BATCH_MAX_RECORDS,
+    max_bytes: int = BATCH_MAX_BYTES,
+    contiguous: bool = False,
+    frame: Callable[[Target], Frame] = records_frame,
+) -> list[PackedRequest]:
+    """Like :func:`pack`, for units of messages of one target that must share a request."""
     requests: list[PackedRequest] = []
     open_by_target: dict[Target, PackedRequest] = {}
-    for message in messages:
-        if not message.records:
+    for unit in units:
+        unit = [m for m in unit if m.records]
+        if not unit:
             continue
-        current = open_by_target.get(message.target)
+        target = unit[0].target
+        current = open_by_target.get(target)
         if contiguous and requests and requests[-1] is not current:
             current = None
-        if current is None or not current.fits(message, max_records, max_bytes):
-            current = PackedRequest.build(message.target)
-            open_by_target[message.target] = current
+        if current is None or not _fits(current, unit, max_records, max_bytes):
+            current = PackedRequest.build(target, frame=frame(target))
+            open_by_target[target] = current
             requests.append(current)
-        current.add(message)
+        for message in unit:
+            current.add(message)
     return requests
 
 
+def _fits(request: PackedRequest, unit: list[StagedMessage], max_records: int, max_bytes: int) -> bool:
+    records = request.record_count + sum(len(m.records) for m in unit)
+    size = request.size + sum(m.size + 1 for m in unit) - (0 if request.record_count else 1)
+    return records <= max_records and size <= max_bytes
+
+
+def fifo_waves(
+    messages: Iterable[StagedMessage],
+    *,
+    max_records: int = BATCH_MAX_RECORDS,
+    max_bytes: int = BATCH_MAX_BYTES,
+    frame: Callable[[Target], Frame] = records_frame,
+) -> list[list[list[StagedMessage]]]:
+    """Per wave, the runs (one per group at most) that may be sent at once; see the module docstring.
+
+    >>> from experiture_ingest.streams.contract import Target
+    >>> c, e = Target.parse("contacts:append"), Target.parse("events:append")
+    >>> ms = [StagedMessage.of("m1", 0, c, [{"a": 1}], "g1"), StagedMessage.of("m2", 1, e, [{"a": 2}], "g1"),
+    ...       StagedMessage.of("m3", 2, c, [{"a": 3}], "g2")]
+    >>> [[[m.message_id for m in run] for run in wave] for wave in fifo_waves(ms)]
+    [[['m1'], ['m3']], [['m2']]]
+    """
+    waves: list[list[list[StagedMessage]]] = []
+    runs: dict[str | None, tuple[int, list[StagedMessage]]] = {}
+    for message in messages:
+        if not message.records:
+            continue
+        level, run = runs.get(message.group_id, (-1, []))
+        empty = PackedRequest.build(message.target, frame=frame(message.target))
+        if not run or run[0].target != message.target or not empty.fits_alone(run + [message], max_records, max_bytes):
+            level, run = level + 1, []
+            while len(waves) <= level:
+                waves.append([])
+            waves[level].append(run)
+        run.append(message)
+        runs[message.group_id] = (level, run)
+    return waves
 def split(request: PackedRequest) -> tuple[PackedRequest, PackedRequest]:
     """Two halves of a request by message (for bisecting a refusal that names no record)."""
     half = len(request.messages) // 2
     return (
-        PackedRequest.build(request.target, request.messages[:half]),
-        PackedRequest.build(request.target, request.messages[half:]),
+        PackedRequest.build(request.target, request.messages[:half], request.frame),
+        PackedRequest.build(request.target, request.messages[half:], request.frame),
     )
 
 
@@ -188,4 +262,4 @@ def replace_message(request: PackedRequest, old: StagedMessage, new: StagedMessa
             kept.append(message)
         elif new is not None and new.records:
             kept.append(new)
-    return PackedRequest.build(request.target, kept)
+    return PackedRequest.build(request.target, kept, request.frame)

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +19,21 @@ SQS_BATCH_ENTRIES = 10
 # classic cap works on every queue.
 SQS_MAX_PAYLOAD_BYTES = 256 * 1024
 _RESENDS = 3
+# The characters SQS accepts in a body or attribute value; anything else is refused with the request.
+_NOT_SQS_TEXT = re.compile("[^\x09\x0a\x0d\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def sqs_text(value: str) -> str:
+    r"""``value`` with every character SQS refuses written as ``\uXXXX`` (lone surrogates included).
+
+    >>> sqs_text("ok \x01 \ud800")
+    'ok \\u0001 \\ud800'
+    """
+    return _NOT_SQS_TEXT.sub(lambda m: f"\\u{ord(m.group()):04x}", value)
+
+
+def is_sqs_text(value: str) -> bool:
+    return _NOT_SQS_TEXT.search(value) is None
 
 
 class SqsSendError(Exception):
@@ -79,7 +95,9 @@ def send_entries(
 
 def string_attributes(values: dict[str, str | None]) -> dict[str, Any]:
     """SQS message attributes from plain strings (empty values left out)."""
-    return {name: {"DataType": "String", "StringValue": value} for name, value in values.items() if value}
+    return {
+        name: {"DataType": "String", "StringValue": sqs_text(value)} for name, value in values.items() if value
+    }
 
 
 def is_fifo(queue_url: str) -> bool:
