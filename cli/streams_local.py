@@ -25,8 +25,8 @@ Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
 
 
 def FakeContext(function_name: str = "local-record-writer") -> LambdaContext:
-    """The writer's and settler's context: their 120 s timeout."""
-    return LambdaContext.for_function(function_name, timeout_seconds=120)
+    """The writer's and settler's context: their 300 s timeout (template.yaml)."""
+    return LambdaContext.for_function(function_name, timeout_seconds=300)
 
 
 @dataclass

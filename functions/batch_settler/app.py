@@ -1,8 +1,9 @@
 """Batch settler: one settle ticket per SQS message -> check the job, then re-check, report,
 re-drive or dead-letter (see :mod:`experiture_ingest.streams.settle`).
 
-A ticket whose check fails transiently is returned in ``batchItemFailures`` and checked again after
-the settle queue's visibility timeout; the settle queue has its own DLQ and alarm.
+A ticket whose check fails transiently, or that is not started because its worst case no longer
+fits in the time left, is returned in ``batchItemFailures`` and checked again after the settle
+queue's visibility timeout; the settle queue has its own DLQ and alarm.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from experiture_ingest.client import ClientSettings, ExperitureClient
 from experiture_ingest.observability import logger, metrics, setup_logging, tracer
-from experiture_ingest.streams.settings import StreamSettings
+from experiture_ingest.streams.settings import StreamSettings, aws_client_config
 from experiture_ingest.streams.settle import Settler, SettleTicket
+from experiture_ingest.streams.timing import Budget
 from experiture_ingest.streams.wiring import build_settler
 
 setup_logging()
@@ -37,13 +39,16 @@ _OUTCOME_METRICS = {
 @functools.cache
 def settler() -> Settler:
     client = ExperitureClient.from_settings(ClientSettings.from_env())
-    return build_settler(StreamSettings.from_env(), client, boto3.client("sqs"), boto3.client("s3"))
+    config = aws_client_config()
+    sqs, s3 = boto3.client("sqs", config=config), boto3.client("s3", config=config)
+    return build_settler(StreamSettings.from_env(), client, sqs, s3)
 
 
-def settle_record(record: SQSRecord) -> str:
+def settle_record(record: SQSRecord, budget: Budget | None = None) -> str:
+    """Settle one ticket; ``budget``: the invocation's time left (each ticket starts only if it fits)."""
     ticket = SettleTicket.model_validate_json(record.body)
     logger.append_keys(job_id=ticket.job_id, object_name=ticket.object)
-    settled = settler().settle(ticket)
+    settled = settler().settle(ticket, budget)
     metrics.add_metric(name=_OUTCOME_METRICS[settled.outcome], unit=MetricUnit.Count, value=1)
     if settled.dead_lettered:
         metrics.add_metric(name="MessagesDeadLettered", unit=MetricUnit.Count, value=settled.dead_lettered)
@@ -55,8 +60,12 @@ def settle_record(record: SQSRecord) -> str:
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
+    budget = Budget(context.get_remaining_time_in_millis)
     return dict(
         process_partial_response(
-            event=event, record_handler=settle_record, processor=processor, context=context
+            event=event,
+            record_handler=functools.partial(settle_record, budget=budget),
+            processor=processor,
+            context=context,
         )
     )
