@@ -66,7 +66,7 @@ def test_records_with_no_property_or_over_500_fields_are_set_aside_alone():
     assert parsed.records == [{"a": 1}, {"a": 2}]
     assert [(p.index, p.code) for p in parsed.problems] == [
         (1, "STREAM.RECORD_INVALID"),
-        (2, "STREAM.RECORD_INVALID"),
+        (2, "STREAM.TOO_MANY_FIELDS"),
     ]
     assert "500" in parsed.problems[1].message
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 
 import httpx
-from aws_lambda_powertools.utilities.batch import process_partial_response
 
 from experiture_ingest.client import BearerToken, ExperitureClient, RetryPolicy
 from experiture_ingest.streams.deadletters import DeadLetterQueue, replay
-from experiture_ingest.streams.processing import processor_for
-from experiture_ingest.streams.schema import SchemaCache
+from experiture_ingest.streams.experiture import ExperitureRecordsApi
+from experiture_ingest.streams.processing import write_event
 from experiture_ingest.streams.settle import PayloadStore, SettleQueue
+from experiture_ingest.streams.tracking import Tracker
 from experiture_ingest.streams.writer import StreamWriter
 
 SCHEMA = {
@@ -53,22 +53,24 @@ class Api:
         )
 
 
-def _writer(aws, api, bucket: str = "kept") -> StreamWriter:
-    """A writer against ``api`` (an :class:`Api` or any httpx handler) and moto SQS/S3."""
-    sqs, s3, dlq, settle = aws
-    client = ExperitureClient(
+def _client(api) -> ExperitureClient:
+    return ExperitureClient(
         "https://api.test/public/v1",
         BearerToken("t"),
         transport=httpx.MockTransport(api),
         retry=RetryPolicy(max_attempts=1),
         sleep=lambda s: None,
     )
+
+
+def _writer(aws, api, bucket: str = "kept") -> StreamWriter:
+    """A writer against ``api`` (an :class:`Api` or any httpx handler) and moto SQS/S3."""
+    sqs, s3, dlq, settle = aws
+    client = _client(api)
     return StreamWriter(
-        client,
-        SchemaCache(client),
+        ExperitureRecordsApi(client),
+        Tracker(PayloadStore(s3, bucket), SettleQueue(sqs, settle), None),
         DeadLetterQueue(sqs, dlq, s3, "kept"),
-        PayloadStore(s3, bucket),
-        SettleQueue(sqs, settle),
     )
 
 
@@ -92,9 +94,8 @@ def _event(bodies: list[dict], fifo: bool = False) -> dict:
     }
 
 
-def _run(writer: StreamWriter, event: dict) -> list[str]:
-    processor = processor_for(event, writer)
-    response = process_partial_response(event=event, record_handler=processor.stage, processor=processor)
+def _run(writer: StreamWriter, event: dict, context=None) -> list[str]:
+    response, _ = write_event(writer, event, context)
     return [f["itemIdentifier"] for f in response["batchItemFailures"]]
 
 
@@ -202,7 +203,7 @@ def test_accepted_jobs_keep_their_payload_and_get_a_settle_ticket(aws):
     kept = json.loads(s3.get_object(Bucket="kept", Key=ticket_doc["payload_key"])["Body"].read())
     assert ticket_doc["job_id"] == "job-1" and ticket_doc["records"] == 2
     assert [m["messageId"] for m in kept["messages"]] == ["m0", "m1"]
-    assert kept["request"]["records"] == [{"email": "a"}, {"email": "b"}]
+    assert kept["records"] == [{"email": "a"}, {"email": "b"}]
 
 
 def _refuse_bad_by_index(body):
@@ -238,34 +239,38 @@ def test_refusals_the_fresh_schema_does_not_explain_fall_back_to_bisection(aws):
 
 
 class _Clock:
-    """A Lambda context whose remaining time is read from a script (the last value repeats)."""
+    """A Lambda context with plenty of time until the API has taken ``posts`` requests, then ``then_ms``."""
 
-    def __init__(self, *remaining_ms: int):
-        self.remaining = list(remaining_ms)
+    def __init__(self, api: Api, posts: int, then_ms: int):
+        self.api, self.posts, self.then_ms = api, posts, then_ms
         self.function_name, self.aws_request_id = "writer", "req"
 
     def get_remaining_time_in_millis(self) -> int:
-        return self.remaining.pop(0) if len(self.remaining) > 1 else self.remaining[0]
+        return 900_000 if len(self.api.posts) < self.posts else self.then_ms
 
 
 def test_with_little_time_left_no_new_request_starts_and_the_unsent_messages_are_retried(aws):
-    # Given three groups (three requests), a malformed message, and a message of the last group that
-    # also holds a record the schema refuses; the invocation has 60 s left, then only 10 s
+    # Given three targets (three requests), a malformed message, and a message of the last target that
+    # also holds a record the schema refuses; after the first request, 100 s are left: less than one
+    # request's worst case (95 s API call + 2 x 15 s S3/SQS) plus the 15 s kept for dead letters
     api = Api()
     event = _event([_msg("a1"), _msg("l1", obj="leads"), _msg("p1", obj="prospects"), _msg("a2")])
     event["Records"][2]["body"] = json.dumps(
         {"object": "prospects", "operation": "upsert", "records": [{"email": "p1"}, {"email": "p2", "x": 1}]}
     )
     event["Records"].append({**event["Records"][0], "messageId": "m4", "body": "{not json"})
-    processor = processor_for(event, _writer(aws, api))
-    # When processed with a 30 s margin (the default)
-    response = process_partial_response(
-        event=event, record_handler=processor.stage, processor=processor, context=_Clock(60_000, 10_000)
+    writer = StreamWriter(
+        ExperitureRecordsApi(_client(api)),
+        Tracker(PayloadStore(aws[1], "kept"), SettleQueue(aws[0], aws[3]), None),
+        DeadLetterQueue(aws[0], aws[2], aws[1], "kept"),
+        concurrency=1,
     )
-    # Then only the first request was sent; the other groups' messages come back for a retry
+    # When processed
+    response, report = write_event(writer, event, _Clock(api, posts=1, then_ms=100_000))
+    # Then only the first request was sent; the other targets' messages come back for a retry
     assert [[r["email"] for r in p["records"]] for p in api.posts] == [["a1", "a2"]]
     assert sorted(f["itemIdentifier"] for f in response["batchItemFailures"]) == ["m1", "m2"]
-    assert processor.report.out_of_time == 2
+    assert report.out_of_time == 2
     # And the decided dead letter was sent, while the retried message's bad record waits for its retry
     sqs, _, dlq, _ = aws
     got = sqs.receive_message(QueueUrl=dlq, MaxNumberOfMessages=10, MessageAttributeNames=["All"])
@@ -274,17 +279,25 @@ def test_with_little_time_left_no_new_request_starts_and_the_unsent_messages_are
     assert letter["MessageAttributes"]["experiture.errorCode"]["StringValue"] == "STREAM.MALFORMED_JSON"
 
 
-def test_fifo_with_little_time_left_returns_every_unsent_message_in_order(aws):
-    # Given a FIFO batch a1, l1, a2 (three runs) and no time to spare after the first request
+def test_fifo_with_little_time_left_returns_every_unsent_message_of_the_group_in_order(aws):
+    # Given a FIFO batch a1, l1, a2 of one group (three runs) and no time to spare after the first request
     api = Api()
     event = _event([_msg("a1"), _msg("l1", obj="leads"), _msg("a2")], fifo=True)
-    processor = processor_for(event, _writer(aws, api))
-    response = process_partial_response(
-        event=event, record_handler=processor.stage, processor=processor, context=_Clock(90_000, 29_999)
-    )
+    response, _ = write_event(_writer(aws, api), event, _Clock(api, posts=1, then_ms=100_000))
     # Then a1 was written and l1, a2 are returned
     assert [p["records"] for p in api.posts] == [[{"email": "a1"}]]
     assert [f["itemIdentifier"] for f in response["batchItemFailures"]] == ["m1", "m2"]
+
+
+def test_with_no_time_for_a_dead_letter_call_the_message_goes_back_instead(aws):
+    # Given a malformed message and only 10 s left: less than one SQS call's worst case (15 s)
+    api = Api()
+    event = _event([_msg("a1")])
+    event["Records"].append({**event["Records"][0], "messageId": "m1", "body": "{not json"})
+    response, report = write_event(_writer(aws, api), event, _Clock(api, posts=0, then_ms=10_000))
+    # Then nothing was sent and both messages come back (none half done)
+    assert api.posts == [] and _dlq(aws) == []
+    assert sorted(f["itemIdentifier"] for f in response["batchItemFailures"]) == ["m0", "m1"]
 
 
 def test_the_payload_is_kept_before_the_request_is_posted(aws):
