@@ -226,7 +226,7 @@ class LocalStream:
                 seen.add(m["MessageId"])
                 try:
                     body: Any = json.loads(m["Body"])
-                except ValueError:
+                except (ValueError, RecursionError):  # not JSON, or nested too deep to parse here
                     body = m["Body"]
                 attributes = {k: v.get("StringValue") for k, v in m.get("MessageAttributes", {}).items()}
                 out.append({"body": body, "attributes": attributes, "receipt": m["ReceiptHandle"]})
