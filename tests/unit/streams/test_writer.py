@@ -361,3 +361,41 @@ def test_a_dead_letter_too_large_for_sqs_keeps_its_body_in_s3_and_its_reason_in_
     assert replay(sqs, dlq, source, s3=s3, wait_seconds=0).moved == 1
     [back] = sqs.receive_message(QueueUrl=source, MessageAttributeNames=["All"])["Messages"]
     assert back["Body"] == body and "MessageAttributes" not in back
+
+
+def test_fifo_a_transient_failure_holds_up_only_its_own_group(aws):
+    # Given FIFO groups g1: a1, l1 (the API fails "leads" transiently), a2 and g2: b1, b2
+    api = Api(lambda body: (503, {"message": "busy"}) if body["records"][0]["email"] == "l1" else None)
+    event = _event([_msg("a1"), _msg("l1", obj="leads"), _msg("b1"), _msg("a2"), _msg("b2")], fifo=True)
+    for record, group in zip(event["Records"], ["g1", "g1", "g2", "g1", "g2"], strict=True):
+        record["attributes"] = {"MessageGroupId": group}
+    # When processed
+    failures = _run(_writer(aws, api), event)
+    # Then g1 stops at l1 (l1 and a2 come back, a2 never sent), while g2 is written whole, in order
+    assert failures == ["m1", "m3"]
+    sent = [r["email"] for p in api.posts for r in p["records"]]
+    assert "a2" not in sent and sent.index("b1") < sent.index("b2")
+    assert {"a1", "b1", "b2"} <= set(sent)
+
+
+def test_a_destination_failing_inside_one_record_check_costs_only_that_record(aws, monkeypatch):
+    # Given a record check that breaks on one record (a bug, or a value it cannot handle)
+    from experiture_ingest.streams import experiture
+
+    real = experiture.check_record
+
+    def fragile(schema, record, operation, match_key):
+        if record.get("tier") == "boom":
+            raise OverflowError("int too large to convert to float")
+        return real(schema, record, operation, match_key)
+
+    monkeypatch.setattr(experiture, "check_record", fragile)
+    api = Api()
+    body = {"object": "contacts", "operation": "upsert", "records": [{"email": "a"}, {"email": "b", "tier": "boom"}]}
+    # When processed
+    failures = _run(_writer(aws, api), _event([body, _msg("c")]))
+    # Then the record is dead-lettered alone with STREAM.INTERNAL_ERROR and the others are written
+    assert failures == []
+    assert [r["email"] for p in api.posts for r in p["records"]] == ["a", "c"]
+    [letter] = _dlq(aws)
+    assert letter["code"] == "STREAM.INTERNAL_ERROR" and letter["body"]["records"] == [{"email": "b", "tier": "boom"}]
