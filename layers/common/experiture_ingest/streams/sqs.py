@@ -37,7 +37,14 @@ def is_sqs_text(value: str) -> bool:
 
 
 class SqsSendError(Exception):
-    """Some messages could not be sent to a queue; the message names the queue and the reasons."""
+    """Some messages could not be sent to a queue; the message names the queue and the reasons.
+
+    ``sent_ids``: the entries of the failing call that SQS did accept.
+    """
+
+    def __init__(self, message: str, sent_ids: frozenset[str] = frozenset()) -> None:
+        super().__init__(message)
+        self.sent_ids = sent_ids
 
 
 def entry_size(entry: SendMessageBatchRequestEntryTypeDef) -> int:
@@ -75,9 +82,11 @@ def send_entries(
     sent = 0
     for chunk in chunk_entries(entries):
         pending = chunk
+        accepted: set[str] = set()
         for _ in range(_RESENDS):
             answer: Any = sqs.send_message_batch(QueueUrl=queue_url, Entries=pending)
             sent += len(answer.get("Successful", []))
+            accepted.update(s["Id"] for s in answer.get("Successful", []))
             failed = answer.get("Failed", [])
             if not failed:
                 pending = []
@@ -85,11 +94,11 @@ def send_entries(
             refused = [f for f in failed if f.get("SenderFault")]
             if refused:
                 reasons = "; ".join(f"{f['Id']}: {f.get('Code')} {f.get('Message', '')}" for f in refused)
-                raise SqsSendError(f"SQS refused messages for {queue_url}: {reasons}")
+                raise SqsSendError(f"SQS refused messages for {queue_url}: {reasons}", frozenset(accepted))
             ids = {f["Id"] for f in failed}
             pending = [e for e in pending if e["Id"] in ids]
         if pending:
-            raise SqsSendError(f"SQS kept failing {len(pending)} messages for {queue_url}")
+            raise SqsSendError(f"SQS kept failing {len(pending)} messages for {queue_url}", frozenset(accepted))
     return sent
 
 
