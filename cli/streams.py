@@ -82,11 +82,15 @@ def _records(stream: IO[bytes], start: int = 1) -> Iterator[tuple[int, dict[str,
         try:
             line = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise BadLine(f"line {number} is not UTF-8 text (byte 0x{raw[exc.start]:02x} at column {exc.start + 1})") from None
+            raise BadLine(
+                f"line {number} is not UTF-8 text (byte 0x{raw[exc.start]:02x} at column {exc.start + 1})"
+            ) from None
         try:
             record = json.loads(line)
         except RecursionError:
-            raise BadLine(f"line {number}: values nest deeper than {RECORD_MAX_DEPTH} levels (STREAM.TOO_DEEP)") from None
+            raise BadLine(
+                f"line {number}: values nest deeper than {RECORD_MAX_DEPTH} levels (STREAM.TOO_DEEP)"
+            ) from None
         except ValueError as exc:
             raise BadLine(f"line {number}: not JSON ({exc.args[0] if exc.args else exc})") from None
         try:

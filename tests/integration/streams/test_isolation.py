@@ -77,7 +77,9 @@ def test_every_poison_record_is_dead_lettered_alone_and_every_good_record_lands_
         expected[code] = expected.get(code, 0) + 2
     assert by_code == expected
     # And in the mixed message each letter names the poison record's own index
-    mixed_letters = [d for d in letters if d["attributes"].get("experiture.sourceMessageId") == invocation.message_ids[0]]
+    mixed_letters = [
+        d for d in letters if d["attributes"].get("experiture.sourceMessageId") == invocation.message_ids[0]
+    ]
     assert sorted(int(d["attributes"]["experiture.recordIndex"]) for d in mixed_letters) == [2, 7, 12, 17, 22]
 
 
@@ -150,7 +152,9 @@ def test_fifo_a_poison_record_does_not_hold_up_its_group_or_another(aws: None, s
     assert fifo.depth(fifo.queue_url) == 0
 
 
-@pytest.mark.parametrize(("target", "obj"), [(EVENTS, "events"), (Target.parse("contacts:upsert:email"), "contacts")])
+@pytest.mark.parametrize(
+    ("target", "obj"), [(EVENTS, "events"), (Target.parse("contacts:upsert:email"), "contacts")]
+)
 def test_lost_answers_and_regrouped_redeliveries_store_each_record_once(
     stream: LocalStream, sandbox: SandboxHandle, target: Target, obj: str
 ):
@@ -160,13 +164,28 @@ def test_lost_answers_and_regrouped_redeliveries_store_each_record_once(
     # times in a row (the client gives up after 2 attempts, so the messages come back to the queue)
     if obj == "events":
         records = [
-            {"event_id": f"e{i}", "event_type": "click", "occurred_at": "2026-04-21T15:30:00Z"} for i in range(300)
+            {"event_id": f"e{i}", "event_type": "click", "occurred_at": "2026-04-21T15:30:00Z"}
+            for i in range(300)
         ]
     else:
         records = [{"email": f"u{i}@example.com", "tier": "silver"} for i in range(300)]
-    assert send_records(stream.sqs, stream.queue_url, target, records, max_message_bytes=4500 if obj == "events" else 2500) == 6
+    assert (
+        send_records(
+            stream.sqs, stream.queue_url, target, records, max_message_bytes=4500 if obj == "events" else 2500
+        )
+        == 6
+    )
     sandbox.admin.set_faults(
-        {"rules": [{"method": "POST", "path": f"/public/v1/records/{obj}/*", "drop": "after_processing", "times": 3}]}
+        {
+            "rules": [
+                {
+                    "method": "POST",
+                    "path": f"/public/v1/records/{obj}/*",
+                    "drop": "after_processing",
+                    "times": 3,
+                }
+            ]
+        }
     )
 
     # When the writer takes all 6, then the redeliveries come back three at a time (another grouping)

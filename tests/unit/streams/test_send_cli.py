@@ -17,14 +17,20 @@ from cli.main import main
 
 @pytest.fixture
 def queue(monkeypatch) -> Iterator[str]:
-    for k, v in {"AWS_DEFAULT_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x"}.items():
+    for k, v in {
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ACCESS_KEY_ID": "x",
+        "AWS_SECRET_ACCESS_KEY": "x",
+    }.items():
         monkeypatch.setenv(k, v)
     with mock_aws():
         yield boto3.client("sqs").create_queue(QueueName="records")["QueueUrl"]
 
 
 def _send(path, queue: str, *extra: str) -> int:
-    return main(["send", str(path), "--queue-url", queue, "--object", "contacts", "--operation", "upsert", *extra])
+    return main(
+        ["send", str(path), "--queue-url", queue, "--object", "contacts", "--operation", "upsert", *extra]
+    )
 
 
 def _queued(queue: str) -> list[str]:
@@ -33,7 +39,9 @@ def _queued(queue: str) -> list[str]:
     emails: list[str] = []
     seen: dict[str, str] = {}
     while True:
-        got = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10, VisibilityTimeout=300).get("Messages", [])
+        got = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10, VisibilityTimeout=300).get(
+            "Messages", []
+        )
         fresh = [m for m in got if m["MessageId"] not in seen]
         if not fresh:
             break
@@ -59,8 +67,14 @@ def _lines(n: int) -> list[str]:
 @pytest.mark.parametrize(
     ("content", "says"),
     [
-        (b'{"email": "a@x.io"}\n{"email": "b\xff@x.io"}\n', "line 2 is not UTF-8 text (byte 0xff at column 13)"),
-        (b'{"email": "a@x.io"}\n{"email": ' + b"[" * 5000 + b"]" * 5000 + b"}\n", "line 2: values nest deeper than 32"),
+        (
+            b'{"email": "a@x.io"}\n{"email": "b\xff@x.io"}\n',
+            "line 2 is not UTF-8 text (byte 0xff at column 13)",
+        ),
+        (
+            b'{"email": "a@x.io"}\n{"email": ' + b"[" * 5000 + b"]" * 5000 + b"}\n",
+            "line 2: values nest deeper than 32",
+        ),
         (b'{"email": "a@x.io", "first_name": "\\ud800"}\n', "line 1: a string holds '\\ud800'"),
         (b'{"email": "a@x.io", "age": ' + b"9" * 400 + b"}\n", "STREAM.NUMBER_OUT_OF_RANGE"),
     ],
@@ -110,7 +124,9 @@ def test_a_send_that_fails_partway_says_how_to_resume_and_the_resume_queues_noth
         def send_message_batch(**params):
             calls[0] += 1
             if calls[0] > 3:
-                raise ClientError({"Error": {"Code": "ServiceUnavailable", "Message": "down"}}, "SendMessageBatch")
+                raise ClientError(
+                    {"Error": {"Code": "ServiceUnavailable", "Message": "down"}}, "SendMessageBatch"
+                )
             return send(**params)
 
         client.send_message_batch = send_message_batch
@@ -120,7 +136,9 @@ def test_a_send_that_fails_partway_says_how_to_resume_and_the_resume_queues_noth
     # When sent, then the exit status says it stopped partway, and the message says how to resume
     assert _send(path, queue) == 1
     line = _one_line_error(capsys.readouterr().err)
-    found = re.search(r"(\d+) record\(s\) were queued \(lines 1 to (\d+)\); re-run with --start-line (\d+)", line)
+    found = re.search(
+        r"(\d+) record\(s\) were queued \(lines 1 to (\d+)\); re-run with --start-line (\d+)", line
+    )
     assert found, line
     queued, last, resume = (int(g) for g in found.groups())
     assert 0 < queued < 20_000 and last == queued and resume == last + 1

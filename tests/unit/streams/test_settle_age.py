@@ -56,7 +56,9 @@ def _ticket(aws, accepted_at: float | None) -> SettleTicket:
     location = payload_key(TARGET.object, key)
     manifest = [ManifestEntry("m1", 2), ManifestEntry("m2", 1)]
     encoded = [encode_json(r) for r in records]
-    PayloadStore(s3, "kept").put(location, TARGET, key, manifest, records_frame(TARGET), encoded)
+    PayloadStore(s3, "kept").put(
+        location, TARGET, key, manifest, frame=records_frame(TARGET), encoded_records=encoded
+    )
     return SettleTicket(
         job_id="job-1",
         object="events",

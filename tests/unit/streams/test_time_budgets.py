@@ -42,7 +42,10 @@ class FailedJobs:
 def _settler(aws, api: FailedJobs) -> Settler:
     sqs, s3, dlq, settle = aws
     client = ExperitureClient(
-        "https://api.test/public/v1", BearerToken("t"), transport=httpx.MockTransport(api), retry=RetryPolicy(max_attempts=1)
+        "https://api.test/public/v1",
+        BearerToken("t"),
+        transport=httpx.MockTransport(api),
+        retry=RetryPolicy(max_attempts=1),
     )
     return Settler(
         ExperitureRecordsApi(client),
@@ -59,8 +62,17 @@ def _ticket(aws, messages: int) -> SettleTicket:
     key = "3f1c2a4e-0000-4000-8000-000000000002"
     location = payload_key(TARGET.object, key)
     manifest = [ManifestEntry(f"m{i}", 1) for i in range(messages)]
-    PayloadStore(s3, "kept").put(location, TARGET, key, manifest, records_frame(TARGET), [encode_json(r) for r in records])
-    return SettleTicket(job_id="job-1", object="events", payload_key=location, idempotency_key=key, records=messages)
+    PayloadStore(s3, "kept").put(
+        location,
+        TARGET,
+        key,
+        manifest,
+        frame=records_frame(TARGET),
+        encoded_records=[encode_json(r) for r in records],
+    )
+    return SettleTicket(
+        job_id="job-1", object="events", payload_key=location, idempotency_key=key, records=messages
+    )
 
 
 def _dlq_count(aws) -> int:

@@ -294,7 +294,7 @@ def test_with_no_time_for_a_dead_letter_call_the_message_goes_back_instead(aws):
     api = Api()
     event = _event([_msg("a1")])
     event["Records"].append({**event["Records"][0], "messageId": "m1", "body": "{not json"})
-    response, report = write_event(_writer(aws, api), event, _Clock(api, posts=0, then_ms=10_000))
+    response, _ = write_event(_writer(aws, api), event, _Clock(api, posts=0, then_ms=10_000))
     # Then nothing was sent and both messages come back (none half done)
     assert api.posts == [] and _dlq(aws) == []
     assert sorted(f["itemIdentifier"] for f in response["batchItemFailures"]) == ["m0", "m1"]
@@ -391,11 +391,17 @@ def test_a_destination_failing_inside_one_record_check_costs_only_that_record(aw
 
     monkeypatch.setattr(experiture, "check_record", fragile)
     api = Api()
-    body = {"object": "contacts", "operation": "upsert", "records": [{"email": "a"}, {"email": "b", "tier": "boom"}]}
+    body = {
+        "object": "contacts",
+        "operation": "upsert",
+        "records": [{"email": "a"}, {"email": "b", "tier": "boom"}],
+    }
     # When processed
     failures = _run(_writer(aws, api), _event([body, _msg("c")]))
     # Then the record is dead-lettered alone with STREAM.INTERNAL_ERROR and the others are written
     assert failures == []
     assert [r["email"] for p in api.posts for r in p["records"]] == ["a", "c"]
     [letter] = _dlq(aws)
-    assert letter["code"] == "STREAM.INTERNAL_ERROR" and letter["body"]["records"] == [{"email": "b", "tier": "boom"}]
+    assert letter["code"] == "STREAM.INTERNAL_ERROR" and letter["body"]["records"] == [
+        {"email": "b", "tier": "boom"}
+    ]

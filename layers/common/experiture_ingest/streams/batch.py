@@ -52,7 +52,9 @@ class Batch:
     def add_written(self, message_id: str, records: int) -> None:
         self.written[message_id] = self.written.get(message_id, 0) + records
 
-    def send_back(self, message_ids: Iterable[str], *, out_of_time: bool = False, keep_order: bool = True) -> None:
+    def send_back(
+        self, message_ids: Iterable[str], *, out_of_time: bool = False, keep_order: bool = True
+    ) -> None:
         """These messages go back to the queue (on FIFO, with the rest of their groups unless
         ``keep_order`` is False: their records are written and only their dead letters failed)."""
         ids = set(message_ids) - self.report.retry
@@ -65,8 +67,8 @@ class Batch:
                 first = min(self._stopped.get(group, len(self.messages)), self.position[message_id])
                 self._stopped[group] = first
             for message in self.messages:
-                first = self._stopped.get(message.group_id)
-                if first is not None and self.position[message.message_id] >= first:
+                stop = self._stopped.get(message.group_id)
+                if stop is not None and self.position[message.message_id] >= stop:
                     self.report.retry.add(message.message_id)
 
     def going_back(self, message_id: str) -> bool:

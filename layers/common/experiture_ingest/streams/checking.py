@@ -87,7 +87,14 @@ class Checker:
         checked = Checked(records=len(parsed.records) + len(parsed.problems))
         for problem in parsed.problems:
             checked.letters.append(
-                self._letter(message, target, problem.record, problem.code, problem.message, problem.index, parsed.cuts)
+                self._letter(
+                    message,
+                    target,
+                    problem.record,
+                    (problem.code, problem.message),
+                    index=problem.index,
+                    cuts=parsed.cuts,
+                )
             )
         if not parsed.records:
             return checked
@@ -121,7 +128,7 @@ class Checker:
                 encoded.append(data)
                 indices.append(index)
             else:
-                checked.letters.append(self._letter(message, target, record, found[0], found[1], index))
+                checked.letters.append(self._letter(message, target, record, found, index=index))
         if good:
             checked.staged = StagedMessage(
                 message.message_id, position, target, good, encoded, message.group_id, indices
@@ -150,11 +157,12 @@ class Checker:
         message: InboundMessage,
         target: Target,
         record: Any,
-        code: str,
-        reason: str,
+        found: tuple[str, str],
+        *,
         index: int,
         cuts: list[str] | None = None,
     ) -> DeadLetter:
+        code, reason = found
         return dead_letter(
             code,
             reason,
@@ -179,4 +187,3 @@ class Checker:
 
 def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"[:500]
-

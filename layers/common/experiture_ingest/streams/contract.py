@@ -193,15 +193,20 @@ def encode_record(
     if not record:
         raise RecordError(RECORD_INVALID, "a record must have at least one property")
     if len(record) > max_fields:
-        raise RecordError(TOO_MANY_FIELDS, f"a record has at most {max_fields} fields, this one has {len(record)}")
+        raise RecordError(
+            TOO_MANY_FIELDS, f"a record has at most {max_fields} fields, this one has {len(record)}"
+        )
     try:
         encoded = _STRICT.encode(record).encode("utf-8")
     except UnicodeEncodeError as exc:
         raise RecordError(
-            INVALID_STRING, f"a string holds {exc.object[exc.start : exc.end]!a}, which is not valid Unicode text"
+            INVALID_STRING,
+            f"a string holds {exc.object[exc.start : exc.end]!a}, which is not valid Unicode text",
         ) from None
     except ValueError:
-        raise RecordError(NUMBER_OUT_OF_RANGE, "a number is NaN or infinite (or too large for a float)") from None
+        raise RecordError(
+            NUMBER_OUT_OF_RANGE, "a number is NaN or infinite (or too large for a float)"
+        ) from None
     except RecursionError:
         raise RecordError(TOO_DEEP, f"values nest deeper than {RECORD_MAX_DEPTH} levels") from None
     if len(encoded) > max_bytes:
@@ -217,7 +222,11 @@ def _walk(value: Any, depth: int) -> None:
             raise RecordError(TOO_DEEP, f"values nest deeper than {RECORD_MAX_DEPTH} levels")
         for item in value.values() if isinstance(value, dict) else value:
             _walk(item, depth + 1)
-    elif isinstance(value, int) and not isinstance(value, bool) and not RECORD_INT_MIN <= value <= RECORD_INT_MAX:
+    elif (
+        isinstance(value, int)
+        and not isinstance(value, bool)
+        and not RECORD_INT_MIN <= value <= RECORD_INT_MAX
+    ):
         raise RecordError(
             NUMBER_OUT_OF_RANGE,
             f"an integer of {len(str(abs(value)))} digits is outside the 64-bit range "

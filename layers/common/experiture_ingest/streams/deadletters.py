@@ -120,7 +120,10 @@ def records_body(target: Target, records: Sequence[Any], cuts: Sequence[str] = (
     try:
         text = json.dumps(document, ensure_ascii=False)
     except RecursionError:
-        text = json.dumps(envelope(target, ["..."]), ensure_ascii=False).replace('"..."', "null")
+        # Nested past the encoder's reach (the parser took it, the encoder cannot): the reason says so.
+        text = json.dumps(envelope(target, []), ensure_ascii=False).replace(
+            '"records": []', '"records": [null]'
+        )
     if not is_sqs_text(text):
         text = json.dumps(document, ensure_ascii=True)
     return restore_cuts(text, list(cuts)) if cuts else text

@@ -176,7 +176,11 @@ def pack(
     ``contiguous``: only consecutive messages of the same target share a request.
     """
     return pack_units(
-        [[m] for m in messages], max_records=max_records, max_bytes=max_bytes, contiguous=contiguous, frame=frame
+        [[m] for m in messages],
+        max_records=max_records,
+        max_bytes=max_bytes,
+        contiguous=contiguous,
+        frame=frame,
     )
 
 
@@ -191,8 +195,8 @@ def pack_units(
     """Like :func:`pack`, for units of messages of one target that must share a request."""
     requests: list[PackedRequest] = []
     open_by_target: dict[Target, PackedRequest] = {}
-    for unit in units:
-        unit = [m for m in unit if m.records]
+    for given in units:
+        unit = [m for m in given if m.records]
         if not unit:
             continue
         target = unit[0].target
@@ -237,7 +241,11 @@ def fifo_waves(
             continue
         level, run = runs.get(message.group_id, (-1, []))
         empty = PackedRequest.build(message.target, frame=frame(message.target))
-        if not run or run[0].target != message.target or not empty.fits_alone(run + [message], max_records, max_bytes):
+        if (
+            not run
+            or run[0].target != message.target
+            or not empty.fits_alone([*run, message], max_records, max_bytes)
+        ):
             level, run = level + 1, []
             while len(waves) <= level:
                 waves.append([])
@@ -245,6 +253,8 @@ def fifo_waves(
         run.append(message)
         runs[message.group_id] = (level, run)
     return waves
+
+
 def split(request: PackedRequest) -> tuple[PackedRequest, PackedRequest]:
     """Two halves of a request by message (for bisecting a refusal that names no record)."""
     half = len(request.messages) // 2

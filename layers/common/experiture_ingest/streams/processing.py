@@ -34,7 +34,9 @@ def is_fifo_event(event: dict[str, Any]) -> bool:
     return bool(records) and str(records[0].get("eventSourceARN", "")).endswith(".fifo")
 
 
-def write_event(writer: StreamWriter, event: dict[str, Any], context: Any = None) -> tuple[dict[str, Any], FlushReport]:
+def write_event(
+    writer: StreamWriter, event: dict[str, Any], context: Any = None
+) -> tuple[dict[str, Any], FlushReport]:
     """The partial batch response for ``event`` and the writer's report."""
     messages = [inbound(SQSRecord(r)) for r in event.get("Records") or []]
     remaining: Callable[[], int] | None = getattr(context, "get_remaining_time_in_millis", None)

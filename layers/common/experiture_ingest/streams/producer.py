@@ -18,7 +18,13 @@ from typing import TYPE_CHECKING, Any
 from experiture_ingest.client import encode_json
 from experiture_ingest.limits import BATCH_MAX_RECORDS
 from experiture_ingest.streams.contract import RecordError, Target, encode_record, envelope
-from experiture_ingest.streams.sqs import SQS_MAX_PAYLOAD_BYTES, SqsSendError, chunk_entries, is_fifo, send_entries
+from experiture_ingest.streams.sqs import (
+    SQS_MAX_PAYLOAD_BYTES,
+    SqsSendError,
+    chunk_entries,
+    is_fifo,
+    send_entries,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient

@@ -132,12 +132,17 @@ class Sender:
             sent.written[message_id] = counts.get(message_id, 0)
         sent.jobs.append(accepted.job_id)
         logger.info(
-            "kept request %s sent again with its key: job %s", location, accepted.job_id, extra={"job_id": accepted.job_id}
+            "kept request %s sent again with its key: job %s",
+            location,
+            accepted.job_id,
+            extra={"job_id": accepted.job_id},
         )
         return sent
 
     def _post(self, request: PackedRequest, sent: Sent) -> Accepted:
-        outgoing = self._tracker.keep(request, self._keys)  # before posting: after a 202 only tracking is left
+        outgoing = self._tracker.keep(
+            request, self._keys
+        )  # before posting: after a 202 only tracking is left
         sent.requests += 1
         accepted = self._destination.send_batch(request.target, request.body(), outgoing.kept.idempotency_key)
         self._tracker.accepted(outgoing, accepted)
@@ -150,7 +155,10 @@ class Sender:
             request.record_count,
             request.target.object,
             accepted.job_id,
-            extra={"correlation_id": accepted.correlation_id, "idempotency_key": outgoing.kept.idempotency_key},
+            extra={
+                "correlation_id": accepted.correlation_id,
+                "idempotency_key": outgoing.kept.idempotency_key,
+            },
         )
         return accepted
 
@@ -203,7 +211,9 @@ class Sender:
             )
         return [], streak
 
-    def _recheck(self, request: PackedRequest, exc: DestinationError, sent: Sent) -> tuple[PackedRequest, int]:
+    def _recheck(
+        self, request: PackedRequest, exc: DestinationError, sent: Sent
+    ) -> tuple[PackedRequest, int]:
         """``request`` without the records a fresh record check refuses (each dead-lettered)."""
         try:
             check = self._destination.checker(request.target, fresh=True)

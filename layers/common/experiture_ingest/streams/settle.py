@@ -149,6 +149,7 @@ class PayloadStore:
         target: Target,
         idempotency_key: str,
         manifest: list[ManifestEntry],
+        *,
         frame: tuple[bytes, bytes],
         encoded_records: list[bytes],
     ) -> None:
@@ -159,7 +160,12 @@ class PayloadStore:
                 "idempotencyKey": idempotency_key,
                 "frame": [frame[0].decode(), frame[1].decode()],
                 "messages": [
-                    {"messageId": m.message_id, "records": m.records, "groupId": m.group_id, "ledgerKey": m.ledger_key}
+                    {
+                        "messageId": m.message_id,
+                        "records": m.records,
+                        "groupId": m.group_id,
+                        "ledgerKey": m.ledger_key,
+                    }
                     for m in manifest
                 ],
             }
@@ -186,7 +192,11 @@ class PayloadStore:
         if "request" in document:  # kept by an earlier version: {"records": [...], "matchKey": ...}
             request = document["request"]
             records = request["records"]
-            suffix = b"]}" if "matchKey" not in request else b'],"matchKey":' + encode_json(request["matchKey"]) + b"}"
+            suffix = (
+                b"]}"
+                if "matchKey" not in request
+                else b'],"matchKey":' + encode_json(request["matchKey"]) + b"}"
+            )
             frame = (b'{"records":[', suffix)
         else:
             records = document["records"]
@@ -367,7 +377,9 @@ class Settler:
             f"(limit {self._max_age / 3600:.1f} h, SETTLE_MAX_AGE_SECONDS); checks stopped. The API may "
             "still finish it: check the job before replaying"
         )
-        settled = self._dead_letter(ticket, kept, reason, status.correlation_id, status=status, code=JOB_STUCK)
+        settled = self._dead_letter(
+            ticket, kept, reason, status.correlation_id, status=status, code=JOB_STUCK
+        )
         return Settled(
             "stuck", ticket.job_id, report_key=settled.report_key, dead_lettered=settled.dead_lettered
         )

@@ -98,14 +98,18 @@ def send_entries(
             ids = {f["Id"] for f in failed}
             pending = [e for e in pending if e["Id"] in ids]
         if pending:
-            raise SqsSendError(f"SQS kept failing {len(pending)} messages for {queue_url}", frozenset(accepted))
+            raise SqsSendError(
+                f"SQS kept failing {len(pending)} messages for {queue_url}", frozenset(accepted)
+            )
     return sent
 
 
 def string_attributes(values: dict[str, str | None]) -> dict[str, Any]:
     """SQS message attributes from plain strings (empty values left out)."""
     return {
-        name: {"DataType": "String", "StringValue": sqs_text(value)} for name, value in values.items() if value
+        name: {"DataType": "String", "StringValue": sqs_text(value)}
+        for name, value in values.items()
+        if value
     }
 
 

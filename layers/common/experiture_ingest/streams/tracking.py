@@ -39,7 +39,9 @@ class TrackingError(Exception):
 
 def message_key(message: InboundMessage) -> str:
     """The ledger key of a message: its id and its body's hash (a changed body is a new message)."""
-    return ledger_key(message.message_id, hashlib.sha256(message.body.encode("utf-8", "surrogatepass")).hexdigest())
+    return ledger_key(
+        message.message_id, hashlib.sha256(message.body.encode("utf-8", "surrogatepass")).hexdigest()
+    )
 
 
 @dataclass(frozen=True)
@@ -91,17 +93,25 @@ class Tracker:
         key = request.idempotency_key
         location = payload_key(request.target.object, key)
         manifest = [
-            ManifestEntry(m.message_id, len(m.records), m.group_id, keys.get(m.message_id)) for m in request.messages
+            ManifestEntry(m.message_id, len(m.records), m.group_id, keys.get(m.message_id))
+            for m in request.messages
         ]
         records = [r for m in request.messages for r in m.records]
         outgoing = Outgoing(KeptRequest(request.target, key, manifest, records, request.frame), location)
         try:
             self._payloads.put(
-                location, request.target, key, manifest, request.frame, [e for m in request.messages for e in m.encoded]
+                location,
+                request.target,
+                key,
+                manifest,
+                frame=request.frame,
+                encoded_records=[e for m in request.messages for e in m.encoded],
             )
             self.sending(outgoing)
         except Exception as exc:  # S3 or DynamoDB: nothing was sent, so the messages may simply retry
-            raise TrackingError(f"could not keep the request at {location}: {type(exc).__name__}: {exc}") from exc
+            raise TrackingError(
+                f"could not keep the request at {location}: {type(exc).__name__}: {exc}"
+            ) from exc
         return outgoing
 
     def sending(self, outgoing: Outgoing) -> None:
@@ -134,7 +144,9 @@ class Tracker:
         except (LedgerError, BotoCoreError, ClientError) as exc:
             # Still noted as sending: a redelivery re-sends the request with its key and the API
             # replays its answer, so this costs one request and a second ticket, not a duplicate.
-            logger.error("job %s is tracked but not noted as written in the ledger (%s)", accepted.job_id, exc)
+            logger.error(
+                "job %s is tracked but not noted as written in the ledger (%s)", accepted.job_id, exc
+            )
 
 
 def manifest_ids(outgoing: Outgoing) -> Sequence[str]:

@@ -120,7 +120,9 @@ class StreamWriter:
             if entry is not None and entry.written:
                 batch.add_written(message.message_id, len(message.records))
                 batch.report.already_written += 1
-                logger.info("message %s is already in job %s; not sent again", message.message_id, entry.job_id)
+                logger.info(
+                    "message %s is already in job %s; not sent again", message.message_id, entry.job_id
+                )
             elif entry is not None and entry.payload_key:
                 lost.setdefault(entry.payload_key, []).append(message)
             else:
@@ -156,7 +158,9 @@ class StreamWriter:
         waves = fifo_waves(staged, max_records=limits.max_records, max_bytes=limits.max_bytes, frame=frame)
         for wave in waves:
             runs = [run for run in wave if not batch.going_back(run[0].message_id)]
-            requests = pack_units(runs, max_records=limits.max_records, max_bytes=limits.max_bytes, frame=frame)
+            requests = pack_units(
+                runs, max_records=limits.max_records, max_bytes=limits.max_bytes, frame=frame
+            )
             self._send_all(batch, requests, sender)
 
     def _send_all(self, batch: Batch, requests: list[PackedRequest], sender: Sender) -> None:
@@ -191,11 +195,11 @@ class StreamWriter:
         sent = letters
         if letters:
             try:
-                unsent = self._dead_letters.send(
-                    letters, can_start=lambda: budget.fits(0), pool=self._pool
-                )
+                unsent = self._dead_letters.send(letters, can_start=lambda: budget.fits(0), pool=self._pool)
             except SqsSendError as exc:
-                logger.error("could not dead-letter %d records (%s); their messages go back", len(letters), exc)
+                logger.error(
+                    "could not dead-letter %d records (%s); their messages go back", len(letters), exc
+                )
                 unsent = letters
             if unsent:
                 gone = {id(letter) for letter in unsent}
