@@ -19,7 +19,9 @@ class Recorder:
 
 
 def _client(recorder: Recorder) -> ExperitureClient:
-    return ExperitureClient("https://api.test/public/v1", BearerToken("t"), transport=httpx.MockTransport(recorder))
+    return ExperitureClient(
+        "https://api.test/public/v1", BearerToken("t"), transport=httpx.MockTransport(recorder)
+    )
 
 
 @pytest.mark.parametrize("name", ["..", ".", ""])
