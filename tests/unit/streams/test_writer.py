@@ -382,14 +382,19 @@ def test_a_destination_failing_inside_one_record_check_costs_only_that_record(aw
     # Given a record check that breaks on one record (a bug, or a value it cannot handle)
     from experiture_ingest.streams import experiture
 
-    real = experiture.check_record
+    real = experiture.compile_check
 
-    def fragile(schema, record, operation, match_key):
-        if record.get("tier") == "boom":
-            raise OverflowError("int too large to convert to float")
-        return real(schema, record, operation, match_key)
+    def fragile(schema, operation, match_key):
+        check = real(schema, operation, match_key)
 
-    monkeypatch.setattr(experiture, "check_record", fragile)
+        def checked(record):
+            if record.get("tier") == "boom":
+                raise OverflowError("int too large to convert to float")
+            return check(record)
+
+        return checked
+
+    monkeypatch.setattr(experiture, "compile_check", fragile)
     api = Api()
     body = {
         "object": "contacts",

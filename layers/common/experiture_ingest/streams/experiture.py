@@ -36,7 +36,7 @@ from experiture_ingest.streams.destination import (
     RecordCheck,
     RequestLimits,
 )
-from experiture_ingest.streams.schema import UNKNOWN_FIELD, SchemaCache, check_record
+from experiture_ingest.streams.schema import UNKNOWN_FIELD, SchemaCache, compile_check
 
 _RECORD_PATH = re.compile(r"records\[(\d+)\]")
 
@@ -95,10 +95,7 @@ class ExperitureRecordsApi:
                 UNKNOWN_FIELD, f"matchKey {target.match_key!r} is not a field of {target.object}"
             )
 
-        def check(record: Mapping[str, Any]) -> tuple[str, str] | None:
-            return check_record(schema, record, target.operation, target.match_key)
-
-        return check
+        return compile_check(schema, target.operation, target.match_key)
 
     def send_batch(self, target: Target, body: bytes, idempotency_key: str) -> Accepted:
         try:
