@@ -74,7 +74,9 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         ],
     },
 }
-TARGETS = [Target.parse(t) for t in ("contacts:upsert:email", "contacts:append", "events:upsert", "events:append")]
+TARGETS = [
+    Target.parse(t) for t in ("contacts:upsert:email", "contacts:append", "events:upsert", "events:append")
+]
 TARGETS += [Target.parse("orders:upsert"), Target.parse("orders:append")]
 
 
@@ -90,7 +92,12 @@ def _row(obj: str, i: int) -> dict[str, Any]:
             "last_seen": "2026-04-21T15:30:00+00:00",
         }
     if obj == "events":
-        return {"event_id": f"e{i}", "event_type": "click", "value": i / 4, "occurred_at": "2026-04-21T15:30:00Z"}
+        return {
+            "event_id": f"e{i}",
+            "event_type": "click",
+            "value": i / 4,
+            "occurred_at": "2026-04-21T15:30:00Z",
+        }
     return {
         "order_id": f"o{i}",
         "email": f"user{i}@example.com",
@@ -172,11 +179,16 @@ class Aws:
         return call
 
 
-def run_writer(messages: list[InboundMessage], *, api_delay: float, aws_delay: float, concurrency: int) -> tuple[float, float, FlushReport, int, int]:
+def run_writer(
+    messages: list[InboundMessage], *, api_delay: float, aws_delay: float, concurrency: int
+) -> tuple[float, float, FlushReport, int, int]:
     """(CPU s, wall s, report, API posts, AWS calls) of one invocation by a fresh writer."""
     api, aws = Api(api_delay), Aws(aws_delay)
     client = ExperitureClient(
-        "https://api.test/public/v1", BearerToken("t"), transport=httpx.MockTransport(api), retry=RetryPolicy(max_attempts=1)
+        "https://api.test/public/v1",
+        BearerToken("t"),
+        transport=httpx.MockTransport(api),
+        retry=RetryPolicy(max_attempts=1),
     )
     writer = StreamWriter(
         ExperitureRecordsApi(client),
@@ -225,7 +237,9 @@ def main() -> None:
             "cpu": lambda: run_writer(messages, api_delay=0, aws_delay=0, concurrency=1),
             "json": lambda: bare_json(messages),
             "sequential": lambda: run_writer(messages, api_delay=0.02, aws_delay=0.01, concurrency=1),
-            "concurrent": lambda: run_writer(messages, api_delay=0.02, aws_delay=0.01, concurrency=args.concurrency),
+            "concurrent": lambda: run_writer(
+                messages, api_delay=0.02, aws_delay=0.01, concurrency=args.concurrency
+            ),
         }
         results: dict[str, list[Any]] = {name: [] for name in ways}
         names = list(ways)

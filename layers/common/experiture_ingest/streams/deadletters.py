@@ -224,19 +224,7 @@ class DeadLetterQueue:
                 for future in [pool.submit(send_entries, self._sqs, self.queue_url, c) for c in wave]:
                     future.result()
             sent.update(e["Id"] for chunk in wave for e in chunk)
-        for i, letter in enumerate(letters):
-            if str(i) in sent:
-                logger.warning(
-                    "dead-lettered: %s %s",
-                    letter.code,
-                    letter.reason[:_MAX_REASON_CHARS],
-                    extra={
-                        "source_message_id": letter.source_message_id,
-                        "record_index": letter.record_index,
-                        "correlation_id": letter.correlation_id,
-                        "job_id": letter.job_id,
-                    },
-                )
+        _log_sent([letter for i, letter in enumerate(letters) if str(i) in sent])
         return [letter for i, letter in enumerate(letters) if str(i) not in sent]
 
     def _keep_body(self, entry: SendMessageBatchRequestEntryTypeDef, letter: DeadLetter, key: str) -> None:
@@ -257,6 +245,26 @@ class DeadLetterQueue:
             **entry["MessageAttributes"],
             **string_attributes({ATTR_BODY_LOCATION: location}),
         }
+
+
+def _log_sent(letters: Sequence[DeadLetter]) -> None:
+    """One warning per reason code (not per letter: 100,000 bad records are not 100,000 log lines)."""
+    by_code: dict[str, list[DeadLetter]] = {}
+    for letter in letters:
+        by_code.setdefault(letter.code, []).append(letter)
+    for code, same in by_code.items():
+        first = same[0]
+        logger.warning(
+            "dead-lettered %d: %s %s",
+            len(same),
+            code,
+            first.reason[:_MAX_REASON_CHARS],
+            extra={
+                "source_message_ids": sorted({x.source_message_id for x in same if x.source_message_id})[:10],
+                "correlation_id": first.correlation_id,
+                "job_id": first.job_id,
+            },
+        )
 
 
 def _kept_body(s3: S3Client, location: str) -> str:

@@ -13,8 +13,6 @@ client's exceptions read as destination errors (retryable or not, about records 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
-from typing import Any
 
 from experiture_ingest.client import (
     AuthenticationError,
