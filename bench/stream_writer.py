@@ -21,6 +21,8 @@ the order of the ways rotated each round, medians of ``--rounds`` rounds.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import json
 import random
 import statistics
@@ -126,7 +128,9 @@ def batch(records: int, per_message: int, poison_rate: float) -> tuple[list[Inbo
         bodies += list(message_bodies(target, rows, max_records=per_message, max_bytes=1024 * 1024))
     poisoned = 0
     if poison_rate:
-        every = round(1 / poison_rate)
+        # The contacts messages (a third of the records) hold the poison: ``poison_rate`` of all records.
+        every = round(2 / len(TARGETS) / poison_rate)
+        seen = 0
         out = []
         for body in bodies:
             doc = json.loads(body)
@@ -134,9 +138,11 @@ def batch(records: int, per_message: int, poison_rate: float) -> tuple[list[Inbo
                 out.append(body)
                 continue
             texts = [json.dumps(r) for r in doc["records"]]
-            for i in range(0, len(texts), every // 3):  # contacts hold the poison: 1% of all records
-                texts[i] = POISON[poisoned % len(POISON)]
-                poisoned += 1
+            for i in range(len(texts)):
+                seen += 1
+                if seen % every == 0:
+                    texts[i] = POISON[poisoned % len(POISON)]
+                    poisoned += 1
             head = json.dumps({k: v for k, v in doc.items() if k != "records"})[:-1]
             out.append(head + ', "records": [' + ", ".join(texts) + "]}")
         bodies = out
@@ -210,10 +216,8 @@ def bare_json(messages: list[InboundMessage]) -> float:
         except RecursionError:
             continue
         for record in document["records"]:
-            try:
+            with contextlib.suppress(ValueError, RecursionError):
                 json.dumps(record, separators=(",", ":"), ensure_ascii=False)
-            except (ValueError, RecursionError):
-                pass
     return time.process_time() - cpu
 
 
@@ -233,13 +237,12 @@ def main() -> None:
             f"\nstream writer: {args.records} records for 3 objects x 2 operations in {len(messages)} messages "
             f"({size:.1f} MB), {label}; medians of {args.rounds} rounds, order rotated"
         )
+        slow = {"api_delay": 0.02, "aws_delay": 0.01}
         ways: dict[str, Callable[[], Any]] = {
-            "cpu": lambda: run_writer(messages, api_delay=0, aws_delay=0, concurrency=1),
-            "json": lambda: bare_json(messages),
-            "sequential": lambda: run_writer(messages, api_delay=0.02, aws_delay=0.01, concurrency=1),
-            "concurrent": lambda: run_writer(
-                messages, api_delay=0.02, aws_delay=0.01, concurrency=args.concurrency
-            ),
+            "cpu": functools.partial(run_writer, messages, api_delay=0, aws_delay=0, concurrency=1),
+            "json": functools.partial(bare_json, messages),
+            "sequential": functools.partial(run_writer, messages, **slow, concurrency=1),
+            "concurrent": functools.partial(run_writer, messages, **slow, concurrency=args.concurrency),
         }
         results: dict[str, list[Any]] = {name: [] for name in ways}
         names = list(ways)

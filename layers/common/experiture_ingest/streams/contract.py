@@ -171,9 +171,10 @@ def _strict_encoder() -> Callable[[Any], str]:
     """
     from json import encoder
 
-    if encoder.c_make_encoder is None:  # a Python without the C accelerator
+    c_make_encoder = getattr(encoder, "c_make_encoder", None)
+    if c_make_encoder is None:  # a Python without the C accelerator
         return json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
-    make = encoder.c_make_encoder(
+    make = c_make_encoder(
         None, _not_serializable, encoder.encode_basestring, None, ":", ",", False, False, False
     )
     return lambda value: "".join(make(value, 0))
