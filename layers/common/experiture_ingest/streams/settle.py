@@ -248,6 +248,11 @@ class SettleQueue:
             self._sqs.send_message(QueueUrl=self.queue_url, MessageBody=body, DelaySeconds=delay)
 
 
+def _need(budget: Budget, seconds: float) -> None:
+    if not budget.fits(seconds):
+        raise OutOfTimeError(f"less than {seconds:.0f} s left; the ticket goes back to SQS")
+
+
 @dataclass(frozen=True)
 class Settled:
     """What one check did: ``outcome`` is pending, completed, reported, redriven, dead-lettered or stuck."""
@@ -286,7 +291,6 @@ class Settler:
         self._max_age = max_age_seconds
         self._aws_seconds = aws_call_seconds
         self._clock = clock
-        self._budget = Budget(None)
 
     @property
     def ticket_seconds(self) -> float:
@@ -295,8 +299,8 @@ class Settler:
 
     def settle(self, ticket: SettleTicket, budget: Budget | None = None) -> Settled:
         """Check the job once; raise on a transient error or OutOfTimeError (the ticket is retried)."""
-        self._budget = budget or Budget(None)
-        self._need(self.ticket_seconds)
+        budget = budget or Budget(None)
+        _need(budget, self.ticket_seconds)
         try:
             status = self._destination.job_state(ticket.object, ticket.job_id)
         except DestinationError as exc:
@@ -308,7 +312,7 @@ class Settler:
             now = self._clock()
             accepted_at = now if ticket.accepted_at is None else ticket.accepted_at
             if now - accepted_at >= self._max_age:
-                return self._stuck(ticket, status, now - accepted_at)
+                return self._stuck(ticket, status, now - accepted_at, budget)
             self._tickets.send(
                 ticket.model_copy(update={"checks": ticket.checks + 1, "accepted_at": accepted_at})
             )
@@ -320,17 +324,13 @@ class Settler:
                 return Settled("reported", ticket.job_id, report_key=key)
             self._payloads.delete(ticket.payload_key)
             return Settled("completed", ticket.job_id)
-        return self._failed(ticket, status)
+        return self._failed(ticket, status, budget)
 
-    def _need(self, seconds: float) -> None:
-        if not self._budget.fits(seconds):
-            raise OutOfTimeError(f"less than {seconds:.0f} s left; the ticket goes back to SQS")
-
-    def _failed(self, ticket: SettleTicket, status: JobState) -> Settled:
+    def _failed(self, ticket: SettleTicket, status: JobState, budget: Budget) -> Settled:
         kept = self._payloads.load(ticket.payload_key)
         if ticket.redrives < self._max_redrives:
             attempt = ticket.redrives + 1
-            self._need(self._destination.call_seconds + self._aws_seconds)
+            _need(budget, self._destination.call_seconds + self._aws_seconds)
             try:
                 accepted = self._destination.send_batch(
                     kept.target, kept.body(), redrive_key(ticket.idempotency_key, attempt)
@@ -338,14 +338,14 @@ class Settler:
             except DestinationError as exc:
                 if exc.retryable:
                     raise
-                return self._dead_letter(ticket, kept, f"re-drive refused: {exc}", exc.correlation_id)
+                return self._dead_letter(ticket, kept, f"re-drive refused: {exc}", exc.correlation_id, budget)
             self._redriven(ticket, status, accepted, attempt)
             return Settled("redriven", ticket.job_id, next_job_id=accepted.job_id)
         reason = (
             f"batch job {ticket.job_id} failed after {ticket.redrives} re-drive(s): "
             f"{status.error_message or 'no error message'}"
         )
-        return self._dead_letter(ticket, kept, reason, status.correlation_id, status=status)
+        return self._dead_letter(ticket, kept, reason, status.correlation_id, budget, status=status)
 
     def _redriven(self, ticket: SettleTicket, status: JobState, accepted: Accepted, attempt: int) -> None:
         logger.warning(
@@ -369,7 +369,7 @@ class Settler:
             )
         )
 
-    def _stuck(self, ticket: SettleTicket, status: JobState, age: float) -> Settled:
+    def _stuck(self, ticket: SettleTicket, status: JobState, age: float, budget: Budget) -> Settled:
         """Stop checking a job that never settles: report it and dead-letter what it held."""
         kept = self._payloads.load(ticket.payload_key)
         reason = (
@@ -378,7 +378,7 @@ class Settler:
             "still finish it: check the job before replaying"
         )
         settled = self._dead_letter(
-            ticket, kept, reason, status.correlation_id, status=status, code=JOB_STUCK
+            ticket, kept, reason, status.correlation_id, budget, status=status, code=JOB_STUCK
         )
         return Settled(
             "stuck", ticket.job_id, report_key=settled.report_key, dead_lettered=settled.dead_lettered
@@ -390,6 +390,7 @@ class Settler:
         kept: KeptRequest,
         reason: str,
         correlation_id: str | None,
+        budget: Budget,
         *,
         status: JobState | None = None,
         code: str = JOB_FAILED,
@@ -407,11 +408,11 @@ class Settler:
             )
             for entry, records in kept.by_message()
         ]
-        unsent = self._dead_letters.send(letters, can_start=lambda: self._budget.fits(self._aws_seconds))
+        unsent = self._dead_letters.send(letters, can_start=lambda: budget.fits(self._aws_seconds))
         if unsent:
             # Sent letters may be sent again when the ticket comes back: duplicates, never losses.
             raise OutOfTimeError(f"{len(unsent)} of {len(letters)} dead letters not sent in time")
-        self._need(2 * self._aws_seconds)
+        _need(budget, 2 * self._aws_seconds)
         key = self._report(ticket, status, reason)
         self._payloads.mark_settled(ticket.payload_key, "dead-lettered")
         return Settled("dead-lettered", ticket.job_id, report_key=key, dead_lettered=len(letters))

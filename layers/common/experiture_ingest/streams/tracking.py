@@ -37,6 +37,10 @@ class TrackingError(Exception):
     """S3, SQS or the ledger did not take a record of a request; its messages go back to the queue."""
 
 
+class KeptRequestGone(TrackingError):
+    """The kept request is no longer in S3 (expired by the bucket's lifecycle rule)."""
+
+
 def message_key(message: InboundMessage) -> str:
     """The ledger key of a message: its id and its body's hash (a changed body is a new message)."""
     return ledger_key(
@@ -85,7 +89,13 @@ class Tracker:
     def load(self, location: str) -> KeptRequest:
         try:
             return self._payloads.load(location)
-        except (BotoCoreError, ClientError, ValueError, KeyError) as exc:
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in {"NoSuchKey", "404"}:
+                raise KeptRequestGone(f"the kept request {location} is gone") from exc
+            raise TrackingError(f"could not read the kept request {location}: {exc}") from exc
+        except (ValueError, KeyError) as exc:
+            raise KeptRequestGone(f"the kept request {location} cannot be read ({exc})") from exc
+        except BotoCoreError as exc:
             raise TrackingError(f"could not read the kept request {location}: {exc}") from exc
 
     def keep(self, request: PackedRequest, keys: dict[str, str]) -> Outgoing:

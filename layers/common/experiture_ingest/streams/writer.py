@@ -29,7 +29,7 @@ from experiture_ingest.streams.packing import PackedRequest, StagedMessage, fifo
 from experiture_ingest.streams.sending import Sender, Sent
 from experiture_ingest.streams.sqs import SqsSendError
 from experiture_ingest.streams.timing import Budget
-from experiture_ingest.streams.tracking import Tracker, TrackingError, message_key
+from experiture_ingest.streams.tracking import KeptRequestGone, Tracker, TrackingError, message_key
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +50,6 @@ class StreamWriter:
         concurrency: int = 6,
         aws_call_seconds: float = 15.0,
         bisect_after: int = 3,
-        on_request: Callable[[PackedRequest], None] | None = None,
     ) -> None:
         self._destination = destination
         self._tracker = tracker
@@ -58,7 +57,6 @@ class StreamWriter:
         self._default = default_target
         self._aws_seconds = aws_call_seconds
         self._bisect_after = bisect_after
-        self._on_request = on_request
         self._pool = ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="stream-writer")
         self._concurrency = max(1, concurrency)
 
@@ -141,9 +139,12 @@ class StreamWriter:
         here = [m.message_id for m in messages]
         try:
             kept = self._tracker.load(location)
-        except TrackingError as exc:
+        except KeptRequestGone as exc:
             logger.error("%s; its messages are packed anew", exc)
             return Sent(fell_back=set(here))
+        except TrackingError as exc:  # S3 did not answer: packing anew could append twice, so wait
+            logger.error("%s; its messages go back to the queue", exc)
+            return Sent(retry=set(here))
         return sender.resend(kept, location, here)
 
     # 3. pack and send ----------------------------------------------------------------------------
@@ -157,16 +158,14 @@ class StreamWriter:
             return
         waves = fifo_waves(staged, max_records=limits.max_records, max_bytes=limits.max_bytes, frame=frame)
         for wave in waves:
-            runs = [run for run in wave if not batch.going_back(run[0].message_id)]
+            # A group that stopped (a failure, no time) sends nothing from its stopping point on.
+            runs = [[m for m in run if not batch.going_back(m.message_id)] for run in wave]
             requests = pack_units(
                 runs, max_records=limits.max_records, max_bytes=limits.max_bytes, frame=frame
             )
             self._send_all(batch, requests, sender)
 
     def _send_all(self, batch: Batch, requests: list[PackedRequest], sender: Sender) -> None:
-        for request in requests:
-            if self._on_request is not None:
-                self._on_request(request)
         for sent in self._map(sender.send, requests):
             self._merge(batch, sent)
 
