@@ -69,7 +69,9 @@ _OBJECT_NAME = re.compile(OBJECT_NAME_PATTERN)
 # Bodies nested deeper than this (from the body's root) are cut before parsing (see _cut_deep).
 _PARSE_MAX_DEPTH = 100
 _CUT_MARK = "\x00experiture:cut:"
-_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|([\[{]+)|([\]}]+)')
+# Skips text and whole strings up to the next run of brackets (group 1) or the end: one step per run.
+# Possessive (no backtracking) and always matching, so any body is scanned in linear time.
+_BRACKETS = re.compile(r'(?:[^"\[\]{}]++|"(?:[^"\\]++|\\.)*+(?:"|\\?\Z))*+(?:([\[{]+|[\]}]+)|\Z)')
 # A run of 19+ digits may be an integer beyond 64 bits; only then are the values walked.
 _LONG_DIGITS = re.compile(rb"\d{19,}")
 
@@ -292,20 +294,22 @@ def _cut_deep(body: str) -> tuple[str, list[str]]:
     last = 0
     start: int | None = None
     limit = _PARSE_MAX_DEPTH
-    for token in _TOKEN.finditer(body):
-        opening, closing = token.group(1), token.group(2)
-        if opening:
-            if start is None and depth <= limit < depth + len(opening):
-                start = token.start() + (limit - depth)
-            depth += len(opening)
-        elif closing:
-            if start is not None and depth - len(closing) <= limit:
-                end = token.start() + (depth - limit)
+    for token in _BRACKETS.finditer(body):
+        run, at = token.group(1), token.start(1)
+        if not run:
+            break
+        if run[0] in "[{":
+            if start is None and depth <= limit < depth + len(run):
+                start = at + (limit - depth)
+            depth += len(run)
+        else:
+            if start is not None and depth - len(run) <= limit:
+                end = at + (depth - limit)
                 out.append(body[last:start])
                 out.append(json.dumps(f"{_CUT_MARK}{len(cuts)}"))
                 cuts.append(body[start:end])
                 last, start = end, None
-            depth -= len(closing)
+            depth -= len(run)
     out.append(body[last:])
     return "".join(out), cuts
 
