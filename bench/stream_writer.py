@@ -262,9 +262,12 @@ def main() -> None:
         )
         seq = statistics.median(r[1] for r in results["sequential"])
         conc = statistics.median(r[1] for r in results["concurrent"])
+        bare_wall = statistics.median(r[1] for r in results["cpu"])
         print(
             f"  wall time, 20 ms/API call, 10 ms/AWS call: sequential {seq * 1000:6.0f} ms, "
-            f"concurrent ({args.concurrency}) {conc * 1000:6.0f} ms ({seq / conc:.1f}x faster)"
+            f"concurrent ({args.concurrency}) {conc * 1000:6.0f} ms ({seq / conc:.1f}x faster); "
+            f"of which waiting on calls: {(seq - bare_wall) * 1000:.0f} ms vs {(conc - bare_wall) * 1000:.0f} ms "
+            f"(the same invocation without latency: {bare_wall * 1000:.0f} ms)"
         )
 
 
