@@ -410,3 +410,13 @@ def test_a_destination_failing_inside_one_record_check_costs_only_that_record(aw
     assert letter["code"] == "STREAM.INTERNAL_ERROR" and letter["body"]["records"] == [
         {"email": "b", "tier": "boom"}
     ]
+
+
+def test_a_message_delivered_twice_in_one_batch_is_written_once(aws):
+    # Given SQS handed the same message twice in one batch (standard queues deliver at least once)
+    api = Api()
+    event = _event([_msg("a"), _msg("b")])
+    event["Records"].append(dict(event["Records"][0]))
+    # When processed, then its records went out once
+    assert _run(_writer(aws, api), event) == []
+    assert sorted(r["email"] for p in api.posts for r in p["records"]) == ["a", "b"]

@@ -87,7 +87,11 @@ class StreamWriter:
     def _check(self, batch: Batch, budget: Budget) -> list[StagedMessage]:
         checker = Checker(self._destination, self._default, budget)
         staged: list[StagedMessage] = []
+        seen: set[str] = set()
         for position, message in enumerate(batch.messages):
+            if message.message_id in seen:  # SQS delivered it twice in one batch: write it once
+                continue
+            seen.add(message.message_id)
             checked = checker.check(message, position)
             batch.report.records_received += checked.records
             batch.add_letters(message.message_id, checked.letters)
