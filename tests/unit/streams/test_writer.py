@@ -252,7 +252,7 @@ class _Clock:
 def test_with_little_time_left_no_new_request_starts_and_the_unsent_messages_are_retried(aws):
     # Given three targets (three requests), a malformed message, and a message of the last target that
     # also holds a record the schema refuses; after the first request, 100 s are left: less than one
-    # request's worst case (95 s API call + 2 x 15 s S3/SQS) plus the 15 s kept for dead letters
+    # request's worst case (95 s API call + 3 x 15 s S3/SQS) plus the 15 s kept for dead letters
     api = Api()
     event = _event([_msg("a1"), _msg("l1", obj="leads"), _msg("p1", obj="prospects"), _msg("a2")])
     event["Records"][2]["body"] = json.dumps(

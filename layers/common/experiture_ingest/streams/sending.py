@@ -66,8 +66,13 @@ class Sender:
         self._keys = keys
         self._fifo = fifo
         self._bisect_after = bisect_after
-        # The worst case of one request: the API call and the AWS calls around it.
-        self.request_seconds = destination.call_seconds + tracker.calls_per_request * aws_call_seconds
+        # The worst case of one request: the API call and the AWS calls around it (plus one read before
+        # it: the ledger look-up, or a kept request's payload).
+        self.request_seconds = destination.call_seconds + (tracker.calls_per_request + 1) * aws_call_seconds
+
+    def can_start(self) -> bool:
+        """Whether one more request (and the ledger read or payload read before it) fits in the time left."""
+        return self._budget.fits(self.request_seconds)
 
     def send(self, request: PackedRequest) -> Sent:
         sent = Sent()
@@ -77,7 +82,7 @@ class Sender:
             current = queue.pop(0)
             if not current.messages:
                 continue
-            if not self._budget.fits(self.request_seconds):
+            if not self.can_start():
                 ids = {m.message_id for rest in [current, *queue] for m in rest.messages}
                 sent.out_of_time |= ids
                 logger.warning("not enough time left for another request: %d messages go back", len(ids))
@@ -105,7 +110,7 @@ class Sender:
         """Send a kept request again with its own key (its answer was lost); ``here``: its messages
         in this batch. A permanent refusal hands them back to be packed anew (``fell_back``)."""
         sent = Sent()
-        if not self._budget.fits(self.request_seconds):
+        if not self.can_start():
             sent.out_of_time.update(here)
             return sent
         outgoing = Outgoing(kept, location)

@@ -108,6 +108,9 @@ class StreamWriter:
     ) -> list[StagedMessage]:
         """The staged messages still to pack, after skipping the written ones and re-sending lost requests."""
         staged = [m for m in staged if not batch.going_back(m.message_id)]
+        if staged and not sender.can_start():
+            batch.send_back((m.message_id for m in staged), out_of_time=True)
+            return []
         try:
             entries = self._tracker.lookup(keys[m.message_id] for m in staged)
         except TrackingError as exc:
@@ -141,6 +144,8 @@ class StreamWriter:
 
     def _resend(self, sender: Sender, location: str, messages: list[StagedMessage]) -> Sent:
         here = [m.message_id for m in messages]
+        if not sender.can_start():
+            return Sent(out_of_time=set(here))
         try:
             kept = self._tracker.load(location)
         except KeptRequestGone as exc:
