@@ -420,3 +420,16 @@ def test_a_message_delivered_twice_in_one_batch_is_written_once(aws):
     # When processed, then its records went out once
     assert _run(_writer(aws, api), event) == []
     assert sorted(r["email"] for p in api.posts for r in p["records"]) == ["a", "b"]
+
+
+def test_an_operation_the_destination_does_not_offer_is_dead_lettered_without_a_request(aws):
+    # Given a destination that offers upsert only (as the next one may)
+    api = Api()
+    writer = _writer(aws, api)
+    writer._destination.operations = frozenset({"upsert"})
+    body = {"object": "contacts", "operation": "append", "records": [{"email": "a"}]}
+    # When an append arrives, then it is dead-lettered with the reason and nothing is sent
+    assert _run(writer, _event([body, _msg("b")])) == []
+    [letter] = _dlq(aws)
+    assert letter["code"] == "STREAM.CONTRACT_INVALID" and letter["body"]["records"] == [{"email": "a"}]
+    assert [r["email"] for p in api.posts for r in p["records"]] == ["b"]

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from experiture_ingest.streams.contract import (
+    CONTRACT_INVALID,
     INTERNAL_ERROR,
     RECORD_MAX_BYTES,
     ContractError,
@@ -140,6 +141,13 @@ class Checker:
         known = self._checks.get(target)
         if known is not None:
             return known
+        if target.operation not in self._destination.operations:
+            refused = DestinationError(
+                CONTRACT_INVALID,
+                f"{self._destination.name} does not offer the operation {target.operation!r}",
+            )
+            self._checks[target] = refused
+            return refused
         if not self._budget.fits(self._destination.call_seconds):
             return None
         try:

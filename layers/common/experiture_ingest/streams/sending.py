@@ -155,7 +155,8 @@ class Sender:
             sent.written[message.message_id] = sent.written.get(message.message_id, 0) + len(message.records)
         sent.jobs.append(accepted.job_id)
         logger.info(
-            "accepted %s-batch of %d records for %s as job %s",
+            "%s accepted %s-batch of %d records for %s as job %s",
+            self._destination.name,
             request.target.operation,
             request.record_count,
             request.target.object,
