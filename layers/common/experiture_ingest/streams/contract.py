@@ -264,19 +264,6 @@ def _walk(value: Any, depth: int) -> None:
         )
 
 
-def record_problem(record: Any) -> str | None:
-    """Why a record can never be sent (any per-record limit), or None.
-
-    >>> record_problem({}), record_problem([1])
-    ('a record must have at least one property', 'a record must be a JSON object, got list')
-    """
-    try:
-        encode_record(record)
-    except RecordError as exc:
-        return exc.message
-    return None
-
-
 def _cut_deep(body: str) -> tuple[str, list[str]]:
     """``body`` with every value nested deeper than the parser can go replaced by a marker string,
     and the cut texts (marker ``i`` stands for ``cuts[i]``), so the rest of the message still parses.
