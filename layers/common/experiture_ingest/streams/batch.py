@@ -57,7 +57,7 @@ class Batch:
     ) -> None:
         """These messages go back to the queue (on FIFO, with the rest of their groups unless
         ``keep_order`` is False: their records are written and only their dead letters failed)."""
-        ids = set(message_ids) - self.report.retry
+        ids = {i for i in message_ids if i in self.position} - self.report.retry
         if out_of_time:
             self.report.out_of_time += len(ids)
         self.report.retry.update(ids)
