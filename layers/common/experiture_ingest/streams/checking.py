@@ -20,14 +20,14 @@ from typing import Any
 from experiture_ingest.streams.contract import (
     CONTRACT_INVALID,
     INTERNAL_ERROR,
-    RECORD_MAX_BYTES,
+    RECORD_TOO_LARGE,
     ContractError,
     Target,
     parse_message,
 )
 from experiture_ingest.streams.deadletters import DeadLetter, dead_letter
 from experiture_ingest.streams.destination import Destination, DestinationError, RecordCheck
-from experiture_ingest.streams.packing import StagedMessage
+from experiture_ingest.streams.packing import StagedMessage, split_to_fit
 from experiture_ingest.streams.timing import Budget
 
 logger = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ class InboundMessage:
 class Checked:
     """One message after checking: what to send, what to dead-letter, or ``retry`` (ask again later)."""
 
-    staged: StagedMessage | None = None
+    staged: list[StagedMessage] = field(default_factory=list)
     letters: list[DeadLetter] = field(default_factory=list)
     records: int = 0
     retry: bool = False
@@ -63,8 +63,7 @@ class Checker:
         self._checks: dict[Target, RecordCheck | DestinationError] = {}
         limits = destination.limits
         self._max_fields = limits.max_fields
-        # A record must fit in one request beside the body's frame (and in one SQS message).
-        self._max_bytes = min(RECORD_MAX_BYTES, limits.max_bytes - 1024)
+        self._max_request_bytes = limits.max_bytes
 
     def check(self, message: InboundMessage, position: int) -> Checked:
         try:
@@ -80,7 +79,6 @@ class Checker:
                 message.attributes,
                 default=self._default,
                 max_fields=self._max_fields,
-                max_bytes=self._max_bytes,
             )
         except ContractError as exc:
             return Checked(letters=[self._whole(message, exc.code, exc.message)])
@@ -119,9 +117,15 @@ class Checker:
         good: list[dict[str, Any]] = []
         encoded: list[bytes] = []
         indices: list[int] = []
+        frame = self._destination.frame(target)
+        room = self._max_request_bytes - len(frame[0]) - len(frame[1])  # a record must fit one request
         for record, data, index in zip(parsed.records, parsed.encoded, parsed.indices, strict=True):
             try:
-                found = check(record)
+                found = (
+                    check(record)
+                    if len(data) <= room
+                    else (RECORD_TOO_LARGE, f"a record is {len(data)} bytes; one request holds {room}")
+                )
             except Exception as exc:  # one record's check must not fail its neighbours
                 found = (INTERNAL_ERROR, f"checking the record failed: {_describe(exc)}")
             if found is None:
@@ -131,8 +135,12 @@ class Checker:
             else:
                 checked.letters.append(self._letter(message, target, record, found, index=index))
         if good:
-            checked.staged = StagedMessage(
+            whole = StagedMessage(
                 message.message_id, position, target, good, encoded, message.group_id, indices
+            )
+            limits = self._destination.limits
+            checked.staged = split_to_fit(
+                whole, max_records=limits.max_records, max_bytes=limits.max_bytes, frame=frame
             )
         return checked
 

@@ -62,6 +62,10 @@ class StagedMessage:
     encoded: list[bytes]
     group_id: str | None = None
     indices: list[int] = field(default_factory=list)
+    # A message larger than one request of the destination goes out in parts (see split_to_fit);
+    # each part is tracked in the ledger under its own key.
+    part: int = 0
+    ledger_key: str = ""
 
     def __post_init__(self) -> None:
         if not self.indices:
@@ -95,6 +99,8 @@ class StagedMessage:
             [self.encoded[i] for i in keep],
             self.group_id,
             [self.indices[i] for i in keep],
+            self.part,
+            self.ledger_key,
         )
 
 
@@ -161,6 +167,44 @@ class PackedRequest:
                 return message, index
             index -= len(message.records)
         return None
+
+
+def split_to_fit(
+    message: StagedMessage, *, max_records: int, max_bytes: int, frame: Frame
+) -> list[StagedMessage]:
+    """``message`` as parts that each fit one request (itself, when it fits), records in order.
+
+    >>> from experiture_ingest.streams.contract import Target
+    >>> big = StagedMessage.of("m1", 0, Target.parse("c:append"), [{"a": i} for i in range(7)])
+    >>> [(p.part, len(p.records), p.indices[0]) for p in split_to_fit(big, max_records=3, max_bytes=99, frame=(b"[", b"]"))]
+    [(0, 3, 0), (1, 3, 3), (2, 1, 6)]
+    """
+    overhead = len(frame[0]) + len(frame[1])
+    if len(message.records) <= max_records and overhead + message.size <= max_bytes:
+        return [message]
+    parts: list[StagedMessage] = []
+    start, size = 0, overhead
+    for i, encoded in enumerate(message.encoded):
+        extra = len(encoded) + (1 if i > start else 0)
+        if i > start and (i - start >= max_records or size + extra > max_bytes):
+            parts.append(_part(message, start, i, len(parts)))
+            start, size, extra = i, overhead, len(encoded)
+        size += extra
+    parts.append(_part(message, start, len(message.encoded), len(parts)))
+    return parts
+
+
+def _part(message: StagedMessage, start: int, end: int, number: int) -> StagedMessage:
+    return StagedMessage(
+        message.message_id,
+        message.position,
+        message.target,
+        message.records[start:end],
+        message.encoded[start:end],
+        message.group_id,
+        message.indices[start:end],
+        number,
+    )
 
 
 def pack(

@@ -47,14 +47,13 @@ class Sent:
 
 
 class Sender:
-    """Sends requests for one invocation (``keys``: message id -> ledger key)."""
+    """Sends requests for one invocation."""
 
     def __init__(
         self,
         destination: Destination,
         tracker: Tracker,
         budget: Budget,
-        keys: dict[str, str],
         *,
         fifo: bool,
         aws_call_seconds: float,
@@ -63,7 +62,6 @@ class Sender:
         self._destination = destination
         self._tracker = tracker
         self._budget = budget
-        self._keys = keys
         self._fifo = fifo
         self._bisect_after = bisect_after
         # The worst case of one request: the API call and the AWS calls around it (plus one read before
@@ -145,9 +143,8 @@ class Sender:
         return sent
 
     def _post(self, request: PackedRequest, sent: Sent) -> Accepted:
-        outgoing = self._tracker.keep(
-            request, self._keys
-        )  # before posting: after a 202 only tracking is left
+        # Kept (and noted in the ledger) before posting: after a 202 only tracking is left.
+        outgoing = self._tracker.keep(request)
         sent.requests += 1
         accepted = self._destination.send_batch(request.target, request.body(), outgoing.kept.idempotency_key)
         self._tracker.accepted(outgoing, accepted)

@@ -98,12 +98,12 @@ class Tracker:
         except BotoCoreError as exc:
             raise TrackingError(f"could not read the kept request {location}: {exc}") from exc
 
-    def keep(self, request: PackedRequest, keys: dict[str, str]) -> Outgoing:
+    def keep(self, request: PackedRequest) -> Outgoing:
         """Keep ``request`` and note its messages as sending; nothing may be posted if this fails."""
         key = request.idempotency_key
         location = payload_key(request.target.object, key)
         manifest = [
-            ManifestEntry(m.message_id, len(m.records), m.group_id, keys.get(m.message_id))
+            ManifestEntry(m.message_id, len(m.records), m.group_id, m.ledger_key or None)
             for m in request.messages
         ]
         records = [r for m in request.messages for r in m.records]

@@ -68,17 +68,15 @@ class StreamWriter:
         budget = Budget(remaining_ms, reserve_seconds=self._aws_seconds)
         batch = Batch(messages, fifo=fifo)
         staged = self._check(batch, budget)
-        keys = {m.message_id: message_key(m) for m in batch.messages}
         sender = Sender(
             self._destination,
             self._tracker,
             budget,
-            keys,
             fifo=fifo,
             aws_call_seconds=self._aws_seconds,
             bisect_after=self._bisect_after,
         )
-        staged = self._resume(batch, staged, keys, sender)
+        staged = self._resume(batch, staged, sender)
         self._send(batch, staged, sender)
         return self._finish(batch, budget)
 
@@ -97,22 +95,23 @@ class StreamWriter:
             batch.add_letters(message.message_id, checked.letters)
             if checked.retry:
                 batch.send_back([message.message_id], out_of_time=not budget.fits(0))
-            elif checked.staged is not None:
-                staged.append(checked.staged)
+                continue
+            key = message_key(message)
+            for part in checked.staged:
+                part.ledger_key = f"{key}#{part.part}" if part.part else key
+                staged.append(part)
         return staged
 
     # 2. resume -----------------------------------------------------------------------------------
 
-    def _resume(
-        self, batch: Batch, staged: list[StagedMessage], keys: dict[str, str], sender: Sender
-    ) -> list[StagedMessage]:
+    def _resume(self, batch: Batch, staged: list[StagedMessage], sender: Sender) -> list[StagedMessage]:
         """The staged messages still to pack, after skipping the written ones and re-sending lost requests."""
         staged = [m for m in staged if not batch.going_back(m.message_id)]
         if staged and not sender.can_start():
             batch.send_back((m.message_id for m in staged), out_of_time=True)
             return []
         try:
-            entries = self._tracker.lookup(keys[m.message_id] for m in staged)
+            entries = self._tracker.lookup(m.ledger_key for m in staged)
         except TrackingError as exc:
             # Without the ledger a regrouped redelivery could append twice: wait for it instead.
             logger.error("%s; the batch goes back to the queue", exc)
@@ -121,7 +120,7 @@ class StreamWriter:
         fresh: list[StagedMessage] = []
         lost: dict[str, list[StagedMessage]] = {}
         for message in staged:
-            entry = entries.get(keys[message.message_id])
+            entry = entries.get(message.ledger_key)
             if entry is not None and entry.written:
                 batch.add_written(message.message_id, len(message.records))
                 batch.report.already_written += 1
