@@ -398,8 +398,9 @@ def parse_message(
     parsed = ParsedMessage(target, [], cuts=cuts)
     for index, record in enumerate(raw):
         try:
+            # Only a message that holds a long integer somewhere has its records looked at for one.
             encoded = encode_record(
-                record, max_fields=max_fields, max_bytes=max_bytes, long_ints=bool(long_ints)
+                record, max_fields=max_fields, max_bytes=max_bytes, long_ints=None if long_ints else False
             )
         except RecordError as exc:
             parsed.problems.append(RecordProblem(index, exc.code, exc.message, record))

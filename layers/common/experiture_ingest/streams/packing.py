@@ -29,6 +29,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from experiture_ingest.client import encode_json
@@ -82,7 +83,7 @@ class StagedMessage:
     ) -> StagedMessage:
         return cls(message_id, position, target, records, [encode_json(r) for r in records], group_id)
 
-    @property
+    @cached_property
     def size(self) -> int:
         """Bytes this message adds to a request body's record list (records and their commas)."""
         return sum(len(e) for e in self.encoded) + len(self.encoded) - 1 if self.encoded else 0
