@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -157,7 +157,3 @@ class Tracker:
             logger.error(
                 "job %s is tracked but not noted as written in the ledger (%s)", accepted.job_id, exc
             )
-
-
-def manifest_ids(outgoing: Outgoing) -> Sequence[str]:
-    return [m.message_id for m in outgoing.kept.manifest]
