@@ -433,3 +433,26 @@ def test_an_operation_the_destination_does_not_offer_is_dead_lettered_without_a_
     [letter] = _dlq(aws)
     assert letter["code"] == "STREAM.CONTRACT_INVALID" and letter["body"]["records"] == [{"email": "a"}]
     assert [r["email"] for p in api.posts for r in p["records"]] == ["b"]
+
+
+def test_a_secret_that_cannot_be_read_sends_the_batch_back_and_dead_letters_nothing(aws):
+    # Given credentials that cannot be read (Secrets Manager unreachable, say)
+    from experiture_ingest.settings import SettingsError
+
+    class Unreadable(httpx.Auth):
+        def auth_flow(self, request):
+            raise SettingsError("EXPERITURE_SECRET_ARN: cannot read the secret (GetParameterError)")
+            yield request
+
+    sqs, s3, dlq, settle = aws
+    client = ExperitureClient(
+        "https://api.test/public/v1", Unreadable(), transport=httpx.MockTransport(Api())
+    )
+    writer = StreamWriter(
+        ExperitureRecordsApi(client),
+        Tracker(PayloadStore(s3, "kept"), SettleQueue(sqs, settle), None),
+        DeadLetterQueue(sqs, dlq, s3, "kept"),
+    )
+    # When a batch comes, then every message goes back to the queue and no good record is dead-lettered
+    assert _run(writer, _event([_msg("a"), _msg("b")])) == ["m0", "m1"]
+    assert _dlq(aws) == []

@@ -165,6 +165,9 @@ class Checker:
                 logger.warning("cannot check records for %s now: %s", target, exc)
                 return None
             found = exc
+        except Exception:  # not the records' fault (credentials, configuration): ask again later
+            logger.exception("cannot check records for %s now", target)
+            return None
         self._checks[target] = found
         return found
 

@@ -22,6 +22,7 @@ from experiture_ingest.client import (
     NotFoundError,
     PayloadTooLargeError,
     SchemaMismatchError,
+    SettingsError,
     ValidationError,
     encode_json,
 )
@@ -39,8 +40,11 @@ from experiture_ingest.streams.schema import UNKNOWN_FIELD, SchemaCache, compile
 _RECORD_PATH = re.compile(r"records\[(\d+)\]")
 
 
-def as_destination_error(exc: ExperitureError) -> DestinationError:
-    """The client's exception as the writer reads it. 401 counts as transient (credentials rotate)."""
+def as_destination_error(exc: ExperitureError | SettingsError) -> DestinationError:
+    """The client's exception as the writer reads it. 401 counts as transient (credentials rotate), and
+    so does a secret that cannot be read: records must not be dead-lettered for the stack's own trouble."""
+    if isinstance(exc, SettingsError):
+        return DestinationError("STREAM.SETTINGS", str(exc), retryable=True)
     record_level = isinstance(exc, ValidationError | SchemaMismatchError | PayloadTooLargeError) and not (
         isinstance(exc, IdempotencyKeyReusedError)
     )
@@ -86,7 +90,7 @@ class ExperitureRecordsApi:
             self._schemas.forget(target.object)
         try:
             schema = self._schemas.get(target.object)
-        except ExperitureError as exc:
+        except (ExperitureError, SettingsError) as exc:
             raise as_destination_error(exc) from exc
         if target.match_key and schema.field(target.match_key) is None:
             raise DestinationError(
@@ -101,7 +105,7 @@ class ExperitureRecordsApi:
                 answer = self._client.upsert_batch(target.object, body=body, idempotency_key=idempotency_key)
             else:
                 answer = self._client.append_batch(target.object, body=body, idempotency_key=idempotency_key)
-        except ExperitureError as exc:
+        except (ExperitureError, SettingsError) as exc:
             raise as_destination_error(exc) from exc
         return Accepted(answer.job_id, answer.correlation_id)
 
@@ -111,7 +115,7 @@ class ExperitureRecordsApi:
         except NotFoundError as exc:
             # The API no longer knows the job: treat it as failed rather than lose the payload.
             return JobState(job_id, "failed", finished=True, failed=True, error_message=str(exc))
-        except ExperitureError as exc:
+        except (ExperitureError, SettingsError) as exc:
             raise as_destination_error(exc) from exc
         return JobState(
             job_id,
