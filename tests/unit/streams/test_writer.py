@@ -456,3 +456,19 @@ def test_a_secret_that_cannot_be_read_sends_the_batch_back_and_dead_letters_noth
     # When a batch comes, then every message goes back to the queue and no good record is dead-lettered
     assert _run(writer, _event([_msg("a"), _msg("b")])) == ["m0", "m1"]
     assert _dlq(aws) == []
+
+
+def test_an_unexpected_error_sending_one_request_sends_back_only_its_messages(aws):
+    # Given an API client that breaks (not an API answer, a bug) on the "leads" request only
+    api = Api()
+
+    def breaking(request: httpx.Request) -> httpx.Response:
+        if request.method == "POST" and "/leads/" in request.url.path:
+            raise RuntimeError("something nobody expected")
+        return api(request)
+
+    event = _event([_msg("a1"), _msg("l1", obj="leads"), _msg("a2")])
+    # When processed, then only the leads message goes back, and the contacts were written
+    assert _run(_writer(aws, breaking), event) == ["m1"]
+    assert sorted(r["email"] for p in api.posts for r in p["records"]) == ["a1", "a2"]
+    assert _dlq(aws) == []

@@ -133,7 +133,11 @@ class StreamWriter:
                 fresh.append(message)
         if not lost:
             return fresh
-        results = self._map(lambda item: self._resend(sender, *item), list(lost.items()))
+        results = self._map(
+            lambda item: self._resend(sender, *item),
+            list(lost.items()),
+            lambda item: [m.message_id for m in item[1]],
+        )
         fell_back: set[str] = set()
         for sent in results:
             self._merge(batch, sent)
@@ -174,13 +178,25 @@ class StreamWriter:
             self._send_all(batch, requests, sender)
 
     def _send_all(self, batch: Batch, requests: list[PackedRequest], sender: Sender) -> None:
-        for sent in self._map(sender.send, requests):
+        for sent in self._map(sender.send, requests, lambda r: [m.message_id for m in r.messages]):
             self._merge(batch, sent)
 
-    def _map(self, work: Callable[[Any], Sent], items: list[Any]) -> list[Sent]:
+    def _map(
+        self, work: Callable[[Any], Sent], items: list[Any], ids: Callable[[Any], list[str]]
+    ) -> list[Sent]:
+        """``work`` on each item, at once over the pool; an unexpected error costs only that item's
+        messages a trip back to the queue (what another item wrote stays written)."""
+
+        def guarded(item: Any) -> Sent:
+            try:
+                return work(item)
+            except Exception:
+                logger.exception("sending failed unexpectedly; its messages go back to the queue")
+                return Sent(retry=set(ids(item)))
+
         if len(items) <= 1 or self._concurrency == 1:
-            return [work(item) for item in items]
-        return list(self._pool.map(work, items))
+            return [guarded(item) for item in items]
+        return list(self._pool.map(guarded, items))
 
     def _merge(self, batch: Batch, sent: Sent) -> None:
         for message_id, records in sent.written.items():
