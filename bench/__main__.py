@@ -13,7 +13,7 @@ BENCHMARKS = {
     "sandbox_load": ["--clients", "50", "--batches-per-client", "2"],
     "sandbox_upload": ["--size-mb", "1024"],
     "file_upload": [],
-    "stream_writer": ["--records", "10000", "--per-message", "100"],
+    "stream_writer": ["--records", "25000", "--per-message", "100", "--rounds", "7"],
     "cold_start": ["--rounds", "9"],
 }
 
