@@ -13,6 +13,7 @@ Retry and Catch match on the exception class name (``ServerError`` is transient,
 from __future__ import annotations
 
 import functools
+import os
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,18 +25,25 @@ from experiture_ingest.client import ClientSettings, ExperitureClient
 from experiture_ingest.files import collect as collect_logic
 from experiture_ingest.files import import_tasks as tasks
 from experiture_ingest.observability import logger, metrics, setup_logging, tracer
+from experiture_ingest.scheduling import QueueTable
 
 setup_logging()
 
 
 @functools.cache
 def deps() -> tasks.TaskDeps:
-    """The warm container's S3 and API clients (a refused start is left to the state machine)."""
+    """The warm container's S3 and API clients (a 429 is left to the state machine), and the queue's
+    table when IMPORT_QUEUE_TABLE is set (the final tasks read which version of a key is the newest)."""
     settings = ClientSettings.from_env()
     retry = tasks.TaskRetryPolicy(
         max_attempts=settings.retry_max_attempts, budget_seconds=settings.retry_budget_seconds
     )
-    return tasks.TaskDeps(s3=boto3.client("s3"), client=ExperitureClient.from_settings(settings, retry=retry))
+    table = os.environ.get("IMPORT_QUEUE_TABLE")
+    return tasks.TaskDeps(
+        s3=boto3.client("s3"),
+        client=ExperitureClient.from_settings(settings, retry=retry),
+        queue=QueueTable(boto3.client("dynamodb"), table) if table else None,
+    )
 
 
 def _state(event: dict[str, Any]) -> tasks.ImportState:
@@ -77,11 +85,11 @@ def mapping_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, 
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def start_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    """Start the job, or schedule another try while the workspace runs its maximum of jobs."""
+    """Start the job in its granted slot, or send it back to the queue after a capacity refusal."""
     state = tasks.start(_state(event), deps())
     if state.progress.next == "wait_poll":
         metrics.add_metric(name="ImportJobsStarted", unit=MetricUnit.Count, value=1)
-    elif state.progress.next == "wait_start":
+    elif state.progress.next == "enqueue":
         metrics.add_metric(name="ImportStartsDeferred", unit=MetricUnit.Count, value=1)
     else:
         metrics.add_metric(name="ImportStartsRefused", unit=MetricUnit.Count, value=1)
@@ -91,7 +99,7 @@ def start_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, An
 @logger.inject_lambda_context(clear_state=True)
 @tracer.capture_lambda_handler
 def poll_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    """Read the job's state and decide what comes next."""
+    """Read the job's state and decide what comes next (an API outage is another wait)."""
     return tasks.poll(_state(event), deps()).wire()
 
 

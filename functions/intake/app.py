@@ -3,7 +3,8 @@ state machine. Thin: parse the event, call :class:`experiture_ingest.files.intak
 
 Environment (see :class:`~experiture_ingest.files.intake.IntakeSettings`): IMPORT_STATE_MACHINE_ARN
 (required), INTAKE_SINGLE_PUT_MAX_BYTES, INTAKE_MAX_JOBS_PER_FILE, INTAKE_CHUNK_BYTES,
-INTAKE_READ_AHEAD_BYTES, IMPORT_POLL_* (passed on in the hand-off), and the client's EXPERITURE_*.
+INTAKE_READ_AHEAD_BYTES, IMPORT_POLL_* and IMPORT_QUEUE_MAX_SECONDS (passed on in the hand-off),
+IMPORT_QUEUE_TABLE (the newest version of each key), and the client's EXPERITURE_*.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from experiture_ingest.client import client_from_env
 from experiture_ingest.files.intake import DroppedFile, Intake, IntakeOutcome, IntakeSettings
 from experiture_ingest.files.routing import decode_event_key
 from experiture_ingest.observability import logger, metrics, setup_logging, tracer
+from experiture_ingest.scheduling import QueueTable
 from experiture_ingest.settings import load_settings
 
 setup_logging()
@@ -32,12 +34,14 @@ class IntakeFailedError(Exception):
 @functools.cache
 def intake() -> Intake:
     """The warm container's one intake (clients are reused across invocations)."""
+    settings = load_settings(IntakeSettings)
     return Intake(
         s3=boto3.client("s3"),
         sfn=boto3.client("stepfunctions"),
         client=client_from_env(),
-        settings=load_settings(IntakeSettings),
+        settings=settings,
         annotate=_annotate,
+        versions=QueueTable(boto3.client("dynamodb"), settings.queue_table) if settings.queue_table else None,
     )
 
 
@@ -54,6 +58,8 @@ def _count(outcome: IntakeOutcome) -> None:
         metrics.add_metric(name="FilesRefused", unit=MetricUnit.Count, value=1)
     elif outcome.outcome == "duplicate":
         metrics.add_metric(name="DuplicateEvents", unit=MetricUnit.Count, value=1)
+    elif outcome.outcome == "superseded":
+        metrics.add_metric(name="FilesSuperseded", unit=MetricUnit.Count, value=1)
     elif outcome.outcome in ("rejected", "failed"):
         metrics.add_metric(name="FilesFailed", unit=MetricUnit.Count, value=1)
     if outcome.bytes_uploaded:
