@@ -260,12 +260,12 @@ class Intake:
             return IntakeOutcome("duplicate", file.summary)
         try:
             newer = self._newer_version(file)
-        except (ClientError, BotoCoreError, QueueUnavailableError) as exc:
-            return self._aws_failure(
-                file,
-                exc if not isinstance(exc, QueueUnavailableError) else BotoCoreError(),
-                "record the version",
-            )
+        except (ClientError, BotoCoreError) as exc:
+            return self._aws_failure(file, exc, "record the version")
+        except QueueUnavailableError as exc:  # DynamoDB throttled or failed: Lambda retries the event
+            cause = exc.__cause__
+            assert isinstance(cause, ClientError | BotoCoreError)
+            return self._aws_failure(file, cause, "record the version")
         if newer:
             return self._superseded(file, newer)
 
