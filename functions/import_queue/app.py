@@ -76,7 +76,7 @@ def enqueue_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, 
         job_id=run.job_id,
         object_name=run.object_name,
         group=group_of(
-            run.object_name, run.source.bucket, run.source.key, parallel=run.options.parallel_jobs
+            run.object_name, run.source.bucket, run.source.key, parallel=bool(run.options.parallel_jobs)
         ),
         bucket=run.source.bucket,
         key=run.source.key,

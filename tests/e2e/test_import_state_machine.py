@@ -267,25 +267,29 @@ def test_an_eleventh_concurrent_job_waits_then_completes(imports: Imports):
     assert len(imports.sandbox.admin.records("contacts")) == 11
 
 
-def test_a_start_refused_beyond_start_retry_seconds_ends_with_a_summary(imports: Imports):
-    # Given a workspace that never has room, and a short start-retry budget
-    imports.sandbox.admin.configure(maxRunningImports=0)
+def test_a_file_refused_beyond_queue_max_seconds_ends_with_a_summary(imports: Imports):
+    # Given a workspace that never has room, and a short queue limit
+    imports.sandbox.admin.configure(maxRunningImports=0, concurrencyRetryAfterSeconds=0)
     submitted = imports.submit(
         "incoming/contacts/never.csv",
         csv_bytes(["email"], [["n@example.com"]]),
-        poll={"startRetrySeconds": 2},
+        poll={"queueMaxSeconds": 3},
     )
 
     # When it runs
     done = imports.finish(submitted)
 
-    # Then the summary says the job was never started, and why
+    # Then the summary says the job was never started, and why; its place in the queue is gone
     assert done.execution.status == "FAILED"
     assert done.summary["outcome"] == "failed"
-    assert done.summary["error"]["stage"] == "start"
-    assert done.summary["error"]["code"] == "CDP_ETL.IMPORT.CONCURRENCY_LIMIT"
+    assert done.summary["error"]["stage"] in ("start", "queue")
+    assert "never started" in done.summary["message"]
+    assert done.summary["scheduling"]["startAttempts"] >= 2
+    assert done.summary["scheduling"]["lastRefusal"] == "429 CDP_ETL.IMPORT.CONCURRENCY_LIMIT"
     starts = [r for r in imports.sandbox.admin.requests(method="POST") if r["path"].endswith("/start")]
     assert len(starts) >= 2, "the refused start was retried before giving up"
+    assert len({r["idempotencyKey"] for r in starts}) == len(starts), "a fresh key for every attempt"
+    assert imports.aws.queue() == []
 
 
 def test_a_stuck_job_ends_at_the_deadline_with_a_clear_summary(imports: Imports):
