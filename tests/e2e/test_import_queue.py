@@ -1,0 +1,168 @@
+"""The import queue end to end: files dropped through the intake, the real state machine on moto
+(Enqueue waits on a task token), the scheduler's functions in-process, the sandbox over HTTP.
+
+What a user relies on is read back from the sandbox (each job's start and finish, the values stored)
+and from the bucket (summaries), never from the scheduler's own bookkeeping.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import time
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
+
+import pytest
+
+from cli.local_aws import LocalAws
+from experiture_ingest.client import BearerToken, ExperitureClient, ImportJobInit, ImportMapping
+from experiture_ingest.files.layout import result_key
+from sandbox.testing import SandboxHandle
+
+BUCKET = "queue-e2e"
+FAST = {
+    "IMPORT_POLL_INITIAL_SECONDS": "1",
+    "IMPORT_POLL_FACTOR": "1",
+    "IMPORT_POLL_MAX_SECONDS": "1",
+}
+OBJECTS = {
+    "contacts": ["email", "tier"],
+    "profiles": ["email", "city"],
+    "orders": ["order_id", "email", "amount", "ordered_at", "status"],
+}
+
+
+def csv_bytes(header: list[str], rows: list[list[object]]) -> bytes:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return out.getvalue().encode()
+
+
+def file_for(obj: str, n: int) -> bytes:
+    """A file for ``obj`` whose shared row (same key in every file) carries ``n``: the last one wins."""
+    if obj == "orders":
+        rows: list[list[object]] = [["o-shared", "a@example.com", n, "2026-01-01T00:00:00Z", f"s{n}"]]
+        rows.append([f"o-{n}", "b@example.com", 1, "2026-01-01T00:00:00Z", "new"])
+    else:
+        rows = [["shared@example.com", f"v{n}"], [f"u{n}@example.com", f"v{n}"]]
+    return csv_bytes(OBJECTS[obj], rows)
+
+
+def local_aws(sandbox: SandboxHandle, **env: str) -> LocalAws:
+    return LocalAws(
+        env={"EXPERITURE_API_URL": sandbox.base_url, "EXPERITURE_API_TOKEN": sandbox.token, **FAST, **env},
+        schedule_seconds=0.5,
+    )
+
+
+@pytest.fixture
+def aws(sandbox: SandboxHandle) -> Iterator[LocalAws]:
+    with local_aws(sandbox) as local:
+        local.s3.create_bucket(Bucket=BUCKET)
+        local.s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
+        yield local
+
+
+def summary(aws: LocalAws, key: str) -> dict[str, Any]:
+    return json.loads(aws.s3.get_object(Bucket=BUCKET, Key=key)["Body"].read())
+
+
+def wait_all(aws: LocalAws, timeout: float) -> dict[str, str]:
+    """Wait until every execution (through continuations) has ended: {execution arn: status}."""
+    deadline = time.monotonic() + timeout
+    while True:
+        listed = aws.executions()
+        if all(e["status"] != "RUNNING" for e in listed):
+            return {e["executionArn"]: e["status"] for e in listed}
+        if time.monotonic() > deadline:
+            running = [e["name"] for e in listed if e["status"] == "RUNNING"]
+            raise TimeoutError(f"still running after {timeout} s: {running}")
+        time.sleep(0.2)
+
+
+def intervals(jobs: list[dict[str, Any]]) -> list[tuple[datetime, datetime, dict[str, Any]]]:
+    def when(text: str) -> datetime:
+        return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+    return [(when(j["startedAt"]), when(j["completedAt"]), j) for j in jobs if j.get("startedAt")]
+
+
+def most_at_once(spans: list[tuple[datetime, datetime, dict[str, Any]]]) -> int:
+    """The largest number of jobs running at the same moment (a finish frees its slot first)."""
+    moments = sorted(
+        [(s, 1) for s, _, _ in spans] + [(e, -1) for _, e, _ in spans], key=lambda m: (m[0], m[1])
+    )
+    running = peak = 0
+    for _, change in moments:
+        running += change
+        peak = max(peak, running)
+    return peak
+
+
+@pytest.mark.slow
+def test_25_files_over_3_objects_all_complete_within_the_limit_one_job_per_object_in_drop_order(
+    aws: LocalAws, sandbox: SandboxHandle
+):
+    # Given a workspace limited to 3 running jobs, one of them taken by another tool for a while
+    sandbox.admin.configure(maxRunningImports=3, importJobSeconds=15.0, concurrencyRetryAfterSeconds=1)
+    foreign = start_foreign_job(sandbox)
+    sandbox.admin.configure(importJobSeconds=0.3)
+
+    # When 25 files over 3 objects are dropped at once (interleaved)
+    dropped: list[tuple[str, str]] = []
+    for n in range(25):
+        obj = list(OBJECTS)[n % 3]
+        key = f"incoming/{obj}/part-{n:02d}.csv"
+        aws.drop(BUCKET, key, file_for(obj, n))
+        dropped.append((obj, key))
+    statuses = wait_all(aws, timeout=240)
+
+    # Then every file completed, and its summary says how long it waited
+    assert set(statuses.values()) == {"SUCCEEDED"}
+    summaries = {key: summary(aws, result_key(key)) for _, key in dropped}
+    assert {s["outcome"] for s in summaries.values()} == {"completed"}
+    assert all(s["scheduling"]["queuedAt"] and s["scheduling"]["startedAt"] for s in summaries.values())
+    # ... the workspace never ran more than 3 jobs, and the capacity refusals were waited out
+    ours = {s["jobId"]: key for key, s in summaries.items()}
+    jobs = [j for j in sandbox.admin.import_jobs() if j["jobId"] in ours or j["jobId"] == foreign]
+    spans = intervals(jobs)
+    assert len(spans) == 26 and most_at_once(spans) <= 3
+    refused = [
+        r
+        for r in sandbox.admin.requests(method="POST")
+        if r["path"].endswith("/start") and r["status"] == 429
+    ]
+    assert refused, "the other tool's job should have made the workspace refuse some starts"
+    assert max(s["scheduling"]["startAttempts"] for s in summaries.values()) >= 2
+    # ... never two jobs on one object at once, and per object in drop order
+    for obj in OBJECTS:
+        mine = sorted((s, e, j) for s, e, j in spans if j["jobId"] in ours and j["objectName"] == obj)
+        assert most_at_once(mine) == 1, obj
+        assert [ours[j["jobId"]] for _, _, j in mine] == [key for o, key in dropped if o == obj], obj
+    # ... so the row every file of an object shares holds the last dropped file's value
+    assert {r["email"]: r["tier"] for r in sandbox.admin.records("contacts")}["shared@example.com"] == "v24"
+    assert {r["email"]: r["city"] for r in sandbox.admin.records("profiles")}["shared@example.com"] == "v22"
+    assert {r["order_id"]: r["status"] for r in sandbox.admin.records("orders")}["o-shared"] == "s23"
+    # ... and no slot is left held
+    assert aws.queue() == []
+
+
+def start_foreign_job(sandbox: SandboxHandle) -> str:
+    """Another tool's job on the workspace (object ``events``): uploaded, mapped, started."""
+    body = csv_bytes(["event_id", "event_type", "occurred_at"], [["e1", "visit", "2026-01-01T00:00:00Z"]])
+    with ExperitureClient(sandbox.base_url, BearerToken(sandbox.token)) as client:
+        slot = client.init_import(
+            ImportJobInit(object_name="events", file_name="other.csv", file_size=len(body))
+        )
+        client.upload(slot, lambda: io.BytesIO(body), len(body))
+        fields = {"event_id": "event_id", "event_type": "event_type", "occurred_at": "occurred_at"}
+        client.set_mapping(
+            slot.job_id, ImportMapping(source_fields=dict.fromkeys(fields, "string"), field_map=fields)
+        )
+        client.start_import(slot.job_id)
+    return slot.job_id
