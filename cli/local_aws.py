@@ -16,7 +16,10 @@ The shim (moto 5.2.x, pinned in pyproject.toml) is two small patches, active onl
    ``arn:aws:states:::states:startExecution`` parameters to boto3 in the ASL's PascalCase
    (``StateMachineArn``) where boto3 wants ``stateMachineArn``, and returns the answer in boto3's
    casing; we translate both ways, as Step Functions does.
-3. ``BotocoreStubber.process_request`` under one lock: an AWS service applies each request
+3. ``Execution.stop``: moto marks a stopped execution, but one waiting on a task token keeps waiting
+   (until its timeout, days) and stays RUNNING; Step Functions aborts it at once. We wake its
+   pending callbacks so it ends ABORTED.
+4. ``BotocoreStubber.process_request`` under one lock: an AWS service applies each request
    atomically (a DynamoDB transaction, a conditional write), moto's in-process backends do not lock;
    executions run in threads, so requests are serialised as a service would.
 
@@ -229,6 +232,34 @@ def _sfn_parameter_patches() -> list[Any]:
     ]
 
 
+def _stop_aborts_waiting_tasks() -> list[Any]:
+    from moto.stepfunctions.parser.api import ExecutionStatus
+    from moto.stepfunctions.parser.backend.execution import BaseExecutionWorkerCommunication
+    from moto.stepfunctions.parser.backend.execution import Execution as MotoExecution
+
+    original_stop = MotoExecution.stop
+    original_reflect = BaseExecutionWorkerCommunication._reflect_execution_status
+
+    def stop(self: Any, *args: Any, **kwargs: Any) -> None:
+        self.local_stopped = True
+        original_stop(self, *args, **kwargs)
+        worker = self.exec_worker
+        pool = getattr(getattr(getattr(worker, "env", None), "callback_pool_manager", None), "_pool", {})
+        for endpoint in list(pool.values()):
+            endpoint.interrupt_all()
+
+    def reflect(self: Any) -> None:
+        original_reflect(self)
+        if getattr(self.execution, "local_stopped", False):  # woken by stop: ABORTED, as in AWS
+            self.execution.exec_status = ExecutionStatus.ABORTED
+            self.execution.error = self.execution.cause = None
+
+    return [
+        mock.patch.object(MotoExecution, "stop", stop),
+        mock.patch.object(BaseExecutionWorkerCommunication, "_reflect_execution_status", reflect),
+    ]
+
+
 def _serialised_requests() -> Any:
     from moto.core.botocore_stubber import BotocoreStubber
 
@@ -392,6 +423,8 @@ class LocalAws:
         for patch in _sfn_parameter_patches():
             self._stack.enter_context(patch)
         self._stack.enter_context(_serialised_requests())
+        for patch in _stop_aborts_waiting_tasks():
+            self._stack.enter_context(patch)
         self.s3 = boto3.client("s3", region_name=REGION)
         self.sfn = boto3.client("stepfunctions", region_name=REGION)
         self.dynamodb = boto3.client("dynamodb", region_name=REGION)

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from cli.local_aws import LocalAws
+from cli.local_aws import LocalAws, execution_status_event
 from experiture_ingest.client import BearerToken, ExperitureClient, ImportJobInit, ImportMapping
 from experiture_ingest.files.layout import result_key
 from sandbox.testing import SandboxHandle
@@ -166,3 +166,59 @@ def start_foreign_job(sandbox: SandboxHandle) -> str:
         )
         client.start_import(slot.job_id)
     return slot.job_id
+
+
+def execution_of(aws: LocalAws, key: str) -> str:
+    """The execution the intake handed the file to (named after the file, see files.intake)."""
+    name = key.rsplit("/", 1)[-1]
+    [arn] = [e["executionArn"] for e in aws.executions() if e["name"].startswith(f"{name}-")]
+    return str(arn)
+
+
+def wait_for(condition: Any, timeout: float = 30.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} not met after {timeout} s")
+        time.sleep(0.1)
+
+
+@pytest.mark.parametrize("backstop", ["execution-status-event", "sweeper-only"])
+def test_aborted_executions_give_their_slots_back_and_the_rest_complete(
+    sandbox: SandboxHandle, backstop: str
+):
+    # Given a stack that runs one job at a time, and four files: one running, three waiting
+    sandbox.admin.configure(importJobSeconds=2.0)
+    with local_aws(sandbox, IMPORT_MAX_RUNNING_JOBS="1") as aws:
+        aws.s3.create_bucket(Bucket=BUCKET)
+        keys = [
+            f"incoming/{obj}/abort-{n}.csv"
+            for n, obj in enumerate(["contacts", "profiles", "orders", "contacts"])
+        ]
+        for n, key in enumerate(keys):
+            aws.drop(BUCKET, key, file_for(key.split("/")[1], n))
+        running = wait_for(lambda: [e for e in aws.queue() if e.status == "running"], what="a running job")
+        assert [e.key for e in running] == [keys[0]]
+
+        # When the running execution and a waiting one are aborted (a user's StopExecution)
+        aborted = [execution_of(aws, keys[0]), execution_of(aws, keys[1])]
+        for arn in aborted:
+            aws.sfn.stop_execution(executionArn=arn, error="Aborted", cause="stopped by the user")
+        for arn in aborted:
+            wait_for(lambda arn=arn: aws.describe(arn).status == "ABORTED", what=f"{arn} aborted")
+            if backstop == "execution-status-event":  # what EventBridge delivers in AWS (moto emits none)
+                aws.invoke("ImportReleaseFunction", execution_status_event(aws.sfn, arn))
+        statuses = wait_all(aws, timeout=90)
+
+        # Then the other two files completed, and no slot or place in the queue is left
+        assert [statuses[execution_of(aws, key)] for key in keys] == [
+            "ABORTED",
+            "ABORTED",
+            "SUCCEEDED",
+            "SUCCEEDED",
+        ]
+        assert [summary(aws, result_key(key))["outcome"] for key in keys[2:]] == ["completed", "completed"]
+        wait_for(lambda: aws.queue() == [], timeout=5, what="an empty queue")
