@@ -10,16 +10,18 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import time
 from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
+import boto3
 import pytest
 
 from cli.local_aws import LocalAws, execution_status_event
 from experiture_ingest.client import BearerToken, ExperitureClient, ImportJobInit, ImportMapping
-from experiture_ingest.files.layout import result_key
+from experiture_ingest.files.layout import result_key, version_result_key
 from sandbox.testing import SandboxHandle
 
 BUCKET = "queue-e2e"
@@ -222,3 +224,124 @@ def test_aborted_executions_give_their_slots_back_and_the_rest_complete(
         ]
         assert [summary(aws, result_key(key))["outcome"] for key in keys[2:]] == ["completed", "completed"]
         wait_for(lambda: aws.queue() == [], timeout=5, what="an empty queue")
+
+
+def test_a_late_event_for_an_older_version_is_superseded_and_imports_nothing(
+    aws: LocalAws, sandbox: SandboxHandle
+):
+    # Given v1 then v2 of one key, and S3 delivering v2's event first
+    key = "incoming/contacts/prices.csv"
+    v1_event = aws.put(BUCKET, key, csv_bytes(["email", "tier"], [["ada@example.com", "v1"]]))
+    v2_event = aws.put(BUCKET, key, csv_bytes(["email", "tier"], [["ada@example.com", "v2"]]))
+    v1 = v1_event["Records"][0]["s3"]["object"]["versionId"]
+    v2 = v2_event["Records"][0]["s3"]["object"]["versionId"]
+    aws.deliver(v2_event)
+    assert set(wait_all(aws, timeout=60).values()) == {"SUCCEEDED"}
+
+    # When v1's event arrives late
+    answer = aws.deliver(v1_event)
+
+    # Then v1 starts nothing: the CDP holds v2's values, the key's summary names v2,
+    # and v1's own summary (beside it) says superseded, naming v2
+    assert answer["files"] == [{"key": key, "outcome": "superseded", "jobId": None}]
+    assert len(aws.executions()) == 1 and len(sandbox.admin.import_jobs()) == 1
+    assert sandbox.admin.records("contacts") == [{"email": "ada@example.com", "tier": "v2"}]
+    newest = summary(aws, result_key(key))
+    assert newest["outcome"] == "completed" and newest["source"]["versionId"] == v2
+    older = summary(aws, version_result_key(key, v1))
+    assert older["outcome"] == "superseded" and older["supersededBy"] == v2
+    assert v2 in older["reason"]["message"]
+    tags = aws.s3.get_object_tagging(Bucket=BUCKET, Key=key, VersionId=v1)["TagSet"]
+    assert {"Key": "experiture-status", "Value": "superseded"} in tags
+
+
+def test_versions_delivered_in_order_both_import_in_order_and_the_key_describes_the_newest(
+    aws: LocalAws, sandbox: SandboxHandle
+):
+    # Given v1 then v2 of one key, delivered in order while v1's job is still running
+    sandbox.admin.configure(importJobSeconds=1.0)
+    key = "incoming/contacts/in-order.csv"
+    v1_event = aws.put(BUCKET, key, csv_bytes(["email", "tier"], [["bo@example.com", "v1"]]))
+    v2_event = aws.put(BUCKET, key, csv_bytes(["email", "tier"], [["bo@example.com", "v2"]]))
+    v2 = v2_event["Records"][0]["s3"]["object"]["versionId"]
+
+    # When both are delivered
+    aws.deliver(v1_event)
+    aws.deliver(v2_event)
+    assert set(wait_all(aws, timeout=60).values()) == {"SUCCEEDED"}
+
+    # Then both imported, v1 first, so the CDP holds v2's values, and results/<key>.json describes v2
+    jobs = sorted(sandbox.admin.import_jobs(), key=lambda j: j["startedAt"])
+    assert len(jobs) == 2 and jobs[0]["completedAt"] <= jobs[1]["startedAt"]
+    assert sandbox.admin.records("contacts") == [{"email": "bo@example.com", "tier": "v2"}]
+    assert summary(aws, result_key(key))["source"]["versionId"] == v2
+    v1 = v1_event["Records"][0]["s3"]["object"]["versionId"]
+    older = summary(aws, version_result_key(key, v1))
+    assert older["outcome"] == "completed" and older["newerVersion"] == v2
+
+
+@pytest.mark.slow
+def test_a_job_completes_through_40_consecutive_503s_on_its_status(aws: LocalAws, sandbox: SandboxHandle):
+    # Given a job whose status endpoint answers 503 forty times in a row once it is started
+    sandbox.admin.configure(importJobSeconds=1.0)
+    sandbox.admin.set_faults(
+        {"rules": [{"method": "GET", "path": "/public/v1/import-jobs/imp_*", "status": 503, "times": 40}]}
+    )
+    key = "incoming/contacts/outage.csv"
+
+    # When the file is dropped and runs to its end
+    aws.drop(BUCKET, key, csv_bytes(["email", "tier"], [[f"o{i}@example.com", "x"] for i in range(7)]))
+    assert set(wait_all(aws, timeout=240).values()) == {"SUCCEEDED"}
+
+    # Then it completed with the right counts, and the summary tells of the outage it rode out
+    done = summary(aws, result_key(key))
+    assert done["outcome"] == "completed"
+    assert done["metrics"]["rowsImported"] == len(sandbox.admin.records("contacts")) == 7
+    assert sandbox.admin.faults()["rules"][0]["hits"] == 40
+    assert done["pollOutages"]["count"] == 1
+    assert done["pollOutages"]["longestSeconds"] > 0
+    assert done["pollOutages"]["failedPolls"] >= 1
+
+
+def test_a_job_completes_through_401s_fixed_by_a_rotated_secret(sandbox: SandboxHandle):
+    # Given credentials from Secrets Manager, and a job that takes a few seconds
+    sandbox.admin.configure(importJobSeconds=3.0)
+    scopes = ["cdp:imports:write", "cdp:imports:read", "cdp:metadata:read"]
+    sandbox.admin.add_token("token-before-rotation", scopes)
+    with LocalAws(env={"EXPERITURE_API_URL": sandbox.base_url, **FAST}, schedule_seconds=0.5) as aws:
+        secrets = boto3.client("secretsmanager", region_name="us-east-1")
+        arn = secrets.create_secret(
+            Name="experiture/api", SecretString=json.dumps({"token": "token-before-rotation"})
+        )["ARN"]
+        os.environ["EXPERITURE_SECRET_ARN"] = arn  # LocalAws restores the environment on exit
+        aws.s3.create_bucket(Bucket=BUCKET)
+        key = "incoming/contacts/rotated.csv"
+        aws.drop(
+            BUCKET, key, csv_bytes(["email", "tier"], [["r1@example.com", "x"], ["r2@example.com", "y"]])
+        )
+        job_id = summary(aws, result_key(key))["jobId"]
+        wait_for(
+            lambda: sandbox.admin.job(job_id)["state"] != "ready" and sandbox.admin.job(job_id)["startedAt"]
+        )
+
+        # When the token is revoked while the job runs (polls now get 401, even after re-reading the
+        # secret), and only later the secret is rotated to a new token
+        sandbox.admin.add_token("token-before-rotation", scopes, expires_in=0.001)
+        wait_for(lambda: len(unauthorised(sandbox, job_id)) >= 2, what="two refused polls")
+        sandbox.admin.add_token("token-after-rotation", scopes)
+        secrets.put_secret_value(SecretId=arn, SecretString=json.dumps({"token": "token-after-rotation"}))
+        assert set(wait_all(aws, timeout=60).values()) == {"SUCCEEDED"}
+
+        # Then the file completed with the right counts, and the summary tells of the outage
+        done = summary(aws, result_key(key))
+    assert done["outcome"] == "completed"
+    assert done["metrics"]["rowsImported"] == len(sandbox.admin.records("contacts")) == 2
+    assert done["pollOutages"]["count"] == 1 and done["pollOutages"]["failedPolls"] >= 1
+
+
+def unauthorised(sandbox: SandboxHandle, job_id: str) -> list[dict[str, Any]]:
+    return [
+        r
+        for r in sandbox.admin.requests(method="GET", path=f"/public/v1/import-jobs/{job_id}")
+        if r["status"] == 401
+    ]
