@@ -14,6 +14,7 @@ BENCHMARKS = {
     "sandbox_upload": ["--size-mb", "1024"],
     "file_upload": [],
     "stream_writer": ["--records", "10000", "--per-message", "100"],
+    "import_queue": ["--files", "200", "--capacity", "10", "--objects", "5", "--rounds", "3"],
 }
 
 
