@@ -345,3 +345,42 @@ def unauthorised(sandbox: SandboxHandle, job_id: str) -> list[dict[str, Any]]:
         for r in sandbox.admin.requests(method="GET", path=f"/public/v1/import-jobs/{job_id}")
         if r["status"] == 401
     ]
+
+
+@pytest.mark.parametrize(
+    ("status", "answer"),
+    [(409, "409 CDP_ETL.FAULT.INJECTED"), (429, "429 CDP_ETL.RATE.LIMITED")],
+    ids=["409-while-ready", "429-rate-limited"],
+)
+def test_starts_refused_with_409_or_429_wait_in_the_queue_and_complete(
+    aws: LocalAws, sandbox: SandboxHandle, status: int, answer: str
+):
+    # Given a workspace that refuses the next three starts (the job stays ready), however it words it
+    sandbox.admin.set_faults(
+        {
+            "rules": [
+                {"method": "POST", "path": "/public/v1/import-jobs/*/start", "status": status, "times": 3}
+                | ({"retryAfter": 0} if status == 429 else {})
+            ]
+        }
+    )
+    keys = [f"incoming/{obj}/refused-{n}.csv" for n, obj in enumerate(["contacts", "orders", "contacts"])]
+
+    # When three files are dropped
+    for n, key in enumerate(keys):
+        aws.drop(BUCKET, key, file_for(key.split("/")[1], n))
+    assert set(wait_all(aws, timeout=90).values()) == {"SUCCEEDED"}
+
+    # Then all completed; the refused ones tried again, each attempt with its own Idempotency-Key
+    summaries = [summary(aws, result_key(key)) for key in keys]
+    assert [s["outcome"] for s in summaries] == ["completed"] * 3
+    assert sum(s["scheduling"]["startAttempts"] for s in summaries) == 3 + 3
+    assert answer in {s["scheduling"]["lastRefusal"] for s in summaries}
+    for s in summaries:
+        starts = [
+            r for r in sandbox.admin.requests(method="POST") if r["path"].endswith(f"{s['jobId']}/start")
+        ]
+        assert len(starts) == s["scheduling"]["startAttempts"]
+        seen = [r["idempotencyKey"] for r in starts if r["idempotencyKey"]]  # a fault answers before reading it
+        assert len(set(seen)) == len(seen)
+    assert aws.queue() == []

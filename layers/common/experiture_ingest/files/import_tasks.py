@@ -47,6 +47,7 @@ from experiture_ingest.client import (
 from experiture_ingest.client.idempotency import derived_key
 from experiture_ingest.files.handoff import ImportRun, PollSettings
 from experiture_ingest.files.mapping import MappingPlan, plan_mapping
+from experiture_ingest.limits import IMPORT_QUEUE_MAX_SECONDS
 from experiture_ingest.scheduling.policy import refusal_backoff
 from experiture_ingest.scheduling.table import QueueTable
 
@@ -91,7 +92,7 @@ class Progress(_Doc):
     # one its own Idempotency-Key), the enqueue task's timeout (what is left of queueMaxSeconds).
     queued_at: datetime | None = None
     start_attempts: int = 0
-    queue_timeout_seconds: int = 1
+    queue_timeout_seconds: int = IMPORT_QUEUE_MAX_SECONDS
     last_refusal: str | None = None
     # Polling through outages: the one in progress, how many there were, the longest, failed polls.
     outage_started_at: datetime | None = None
