@@ -381,6 +381,8 @@ def test_starts_refused_with_409_or_429_wait_in_the_queue_and_complete(
             r for r in sandbox.admin.requests(method="POST") if r["path"].endswith(f"{s['jobId']}/start")
         ]
         assert len(starts) == s["scheduling"]["startAttempts"]
-        seen = [r["idempotencyKey"] for r in starts if r["idempotencyKey"]]  # a fault answers before reading it
+        seen = [
+            r["idempotencyKey"] for r in starts if r["idempotencyKey"]
+        ]  # a fault answers before reading it
         assert len(set(seen)) == len(seen)
     assert aws.queue() == []

@@ -242,7 +242,11 @@ def test_the_state_machine_retries_what_the_client_no_longer_does(
         if event["type"] == "LambdaFunctionFailed"
     ]
     assert failed == ["RateLimitedError"]
-    assert done.summary["pollOutages"] == {"count": 1, "longestSeconds": pytest.approx(2, abs=1.5), "failedPolls": 2}
+    assert done.summary["pollOutages"] == {
+        "count": 1,
+        "longestSeconds": pytest.approx(2, abs=1.5),
+        "failedPolls": 2,
+    }
 
 
 @pytest.mark.slow

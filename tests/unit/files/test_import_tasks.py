@@ -102,7 +102,9 @@ def test_poll_waits_follow_the_documented_cadence_and_can_be_shrunk():
 
 def test_the_refusal_backoff_is_capped_jittered_and_honours_retry_after_up_to_the_cap():
     def backoff(attempt: int, retry_after: float | None, r: float) -> float:
-        return refusal_backoff(attempt, initial_seconds=5, max_seconds=60, retry_after=retry_after, rng=lambda: r)
+        return refusal_backoff(
+            attempt, initial_seconds=5, max_seconds=60, retry_after=retry_after, rng=lambda: r
+        )
 
     assert backoff(1, 30, 0.0) == 30
     assert backoff(20, 500, 1.0) == 60
