@@ -162,3 +162,36 @@ def test_storage_and_lambda_hiccups_are_retried_and_the_failure_summary_is_retri
     retries = states["ReportFailure"]["Retry"]
     assert retries[-1]["ErrorEquals"] == ["States.TaskFailed"] and retries[-1]["MaxAttempts"] >= 2
     assert retries[0] == {**retries[0], "ErrorEquals": ["SummaryImpossibleError"], "MaxAttempts": 0}
+
+
+def test_the_queue_is_an_on_demand_table_its_functions_scoped_to_it_and_to_this_machine(template):
+    resources = template["Resources"]
+    table = resources["ImportQueueTable"]["Properties"]
+    assert table["BillingMode"] == "PAY_PER_REQUEST"
+    assert [k["AttributeName"] for k in table["KeySchema"]] == ["pk", "sk"]
+    machine_arn = "arn:${AWS::Partition}:states:${AWS::Region}:${AWS::AccountId}:stateMachine:${AWS::StackName}-import-job"
+    for name in ("ImportEnqueueFunction", "ImportReleaseFunction", "ImportDispatchFunction"):
+        props = resources[name]["Properties"]
+        assert props["CodeUri"] == "functions/import_queue", name
+        assert props["Environment"]["Variables"]["IMPORT_QUEUE_TABLE"] == {"Ref": "ImportQueueTable"}, name
+        assert props["Environment"]["Variables"]["IMPORT_MAX_RUNNING_JOBS"] == {"Ref": "ImportMaxRunningJobs"}
+        policies = props["Policies"]
+        assert {"DynamoDBCrudPolicy": {"TableName": {"Ref": "ImportQueueTable"}}} in policies, name
+        statements = [s for p in policies if "Statement" in p for s in p["Statement"]]
+        grant = next(s for s in statements if s["Action"] == ["states:SendTaskSuccess"])
+        assert grant["Resource"] == {"Fn::Sub": machine_arn}, name
+
+
+def test_a_run_that_never_reached_a_release_step_is_released_by_a_rule_and_a_schedule(template):
+    resources = template["Resources"]
+    rule = resources["ImportReleaseFunction"]["Properties"]["Events"]["ExecutionEnded"]
+    assert rule["Type"] == "EventBridgeRule"
+    pattern = rule["Properties"]["Pattern"]
+    assert pattern["source"] == ["aws.states"]
+    assert pattern["detail-type"] == ["Step Functions Execution Status Change"]
+    assert sorted(pattern["detail"]["status"]) == ["ABORTED", "FAILED", "TIMED_OUT"]
+    assert pattern["detail"]["stateMachineArn"] == [{"Ref": "ImportStateMachine"}]
+    schedule = resources["ImportDispatchFunction"]["Properties"]["Events"]["EveryMinute"]
+    assert schedule["Type"] == "Schedule" and schedule["Properties"]["Schedule"] == "rate(1 minute)"
+    outputs = template["Outputs"]
+    assert outputs["ImportQueueTableName"]["Value"] == {"Ref": "ImportQueueTable"}

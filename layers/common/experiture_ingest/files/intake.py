@@ -61,6 +61,7 @@ from experiture_ingest.files.results import summary_tags, tag_source, write_summ
 from experiture_ingest.files.routing import Refusal, folder_of, load_config, resolve_options
 from experiture_ingest.files.streaming import DEFAULT_CHUNK_BYTES, DEFAULT_READ_AHEAD_BYTES, S3Source
 from experiture_ingest.limits import IMPORT_POLL, IMPORT_QUEUE_MAX_SECONDS, SINGLE_PUT_MAX_BYTES
+from experiture_ingest.scheduling.policy import padded_sequencer
 from experiture_ingest.scheduling.table import QueueTable, QueueUnavailableError
 
 if TYPE_CHECKING:
@@ -461,6 +462,19 @@ class Intake:
         version = file.version_id or file.etag or dropped.sequencer
         return self.versions.claim_version(dropped.bucket, dropped.key, dropped.sequencer, version)
 
+    def _older_version_key(self, file: _File) -> str | None:
+        """The version-suffixed summary key if a newer version of the key is known, else None."""
+        dropped = file.dropped
+        if self.versions is None or not dropped.sequencer:
+            return None
+        try:
+            newest = self.versions.newest_version(dropped.bucket, dropped.key)
+        except (ClientError, BotoCoreError, QueueUnavailableError):
+            return None  # the summary is what matters: write it where it would usually go
+        if newest is None or newest[0] <= padded_sequencer(dropped.sequencer):
+            return None
+        return version_result_key(dropped.key, file.version_id or file.etag or dropped.sequencer)
+
     def _superseded(self, file: _File, newer: str) -> IntakeOutcome:
         dropped = file.dropped
         file.summary.update(
@@ -539,8 +553,14 @@ class Intake:
         return IntakeOutcome("failed", file.summary, retry=True, abandoned_job_ids=file.abandoned)
 
     def _report(self, file: _File, *, tag: bool) -> None:
-        """Write the summary and tag the source; a tagging failure must not hide the summary."""
-        write_summary(self.s3, file.dropped.bucket, file.dropped.key, file.summary)
+        """Write the summary and tag the source; a tagging failure must not hide the summary.
+
+        ``results/<key>.json`` always describes the key's newest version: a summary of an older one
+        (a newer version's event was handled meanwhile) goes beside it.
+        """
+        write_summary(
+            self.s3, file.dropped.bucket, file.dropped.key, file.summary, key=self._older_version_key(file)
+        )
         if not tag:
             return
         try:
