@@ -106,14 +106,29 @@ def most_at_once(spans: list[tuple[datetime, datetime, dict[str, Any]]]) -> int:
     return peak
 
 
+# How the workspace refuses a start: its own concurrency answer (429 CONCURRENCY_LIMIT), and, until
+# the sandbox can answer its limit each way, a 409 or a 429 RATE.LIMITED injected on some starts
+# (the job stays ready: the fault answers before the start is processed).
+REFUSALS = {
+    "429-concurrency": (429, None),
+    "409-while-ready": (409, {"status": 409}),
+    "429-rate-limited": (429, {"status": 429, "retryAfter": 0}),
+}
+
+
 @pytest.mark.slow
+@pytest.mark.parametrize("refusal", list(REFUSALS))
 def test_25_files_over_3_objects_all_complete_within_the_limit_one_job_per_object_in_drop_order(
-    aws: LocalAws, sandbox: SandboxHandle
+    aws: LocalAws, sandbox: SandboxHandle, refusal: str
 ):
     # Given a workspace limited to 3 running jobs, one of them taken by another tool for a while
-    sandbox.admin.configure(maxRunningImports=3, importJobSeconds=15.0, concurrencyRetryAfterSeconds=1)
+    sandbox.admin.configure(maxRunningImports=3, importJobSeconds=600.0, concurrencyRetryAfterSeconds=1)
     foreign = start_foreign_job(sandbox)
-    sandbox.admin.configure(importJobSeconds=0.3)
+    sandbox.admin.configure(importJobSeconds=2.0)  # long enough for the three objects' jobs to overlap
+    status, fault = REFUSALS[refusal]
+    if fault:
+        rule = {"method": "POST", "path": "/public/v1/import-jobs/*/start", "rate": 0.3, "times": 12, **fault}
+        sandbox.admin.set_faults({"seed": 10, "rules": [rule]})
 
     # When 25 files over 3 objects are dropped at once (interleaved)
     dropped: list[tuple[str, str]] = []
@@ -122,6 +137,10 @@ def test_25_files_over_3_objects_all_complete_within_the_limit_one_job_per_objec
         key = f"incoming/{obj}/part-{n:02d}.csv"
         aws.drop(BUCKET, key, file_for(obj, n))
         dropped.append((obj, key))
+    wait_for(
+        lambda: concurrency_refusals(sandbox), timeout=60, what="a start refused at the workspace's limit"
+    )
+    sandbox.admin.fail_job(foreign, "the other tool's job ends")  # the workspace has room again
     statuses = wait_all(aws, timeout=240)
 
     # Then every file completed, and its summary says how long it waited
@@ -137,9 +156,9 @@ def test_25_files_over_3_objects_all_complete_within_the_limit_one_job_per_objec
     refused = [
         r
         for r in sandbox.admin.requests(method="POST")
-        if r["path"].endswith("/start") and r["status"] == 429
+        if r["path"].endswith("/start") and r["status"] == status
     ]
-    assert refused, "the other tool's job should have made the workspace refuse some starts"
+    assert refused, "the workspace should have refused some starts"
     assert max(s["scheduling"]["startAttempts"] for s in summaries.values()) >= 2
     # ... never two jobs on one object at once, and per object in drop order
     for obj in OBJECTS:
@@ -152,6 +171,11 @@ def test_25_files_over_3_objects_all_complete_within_the_limit_one_job_per_objec
     assert {r["order_id"]: r["status"] for r in sandbox.admin.records("orders")}["o-shared"] == "s23"
     # ... and no slot is left held
     assert aws.queue() == []
+
+
+def concurrency_refusals(sandbox: SandboxHandle) -> list[dict[str, Any]]:
+    starts = [r for r in sandbox.admin.requests(method="POST") if r["path"].endswith("/start")]
+    return [r for r in starts if r["status"] == 429 and not r.get("fault")]
 
 
 def start_foreign_job(sandbox: SandboxHandle) -> str:
