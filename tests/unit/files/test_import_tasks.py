@@ -231,3 +231,28 @@ def test_a_continuation_resumes_with_fresh_counters_and_a_deterministic_next_nam
 def test_prepare_refuses_an_input_that_is_not_an_import_run():
     with pytest.raises(ValueError, match="jobId"):
         prepare({"source": {"bucket": "b"}}, "x", None, T0)
+
+
+def test_a_server_that_caches_its_refusal_under_the_key_cannot_hold_the_file_back():
+    # Given a server that answers a key it refused once with the same refusal, for 24 hours (docs 002)
+    class CachingApi(FakeApi):
+        refused_keys: set[str | None] = set()
+
+        def start_import(self, job_id: str, *, idempotency_key: str | None = None) -> ImportStarted:
+            if idempotency_key in self.refused_keys:
+                self.start_keys.append(idempotency_key)
+                raise ConcurrencyLimitError("cached", status=429, code="CDP_ETL.IMPORT.CONCURRENCY_LIMIT")
+            try:
+                return super().start_import(job_id, idempotency_key=idempotency_key)
+            except ConcurrencyLimitError:
+                self.refused_keys.add(idempotency_key)
+                raise
+
+    clock, api = Clock(), CachingApi(refusals=1)
+    state = fresh()
+    # When the queue grants the slot again after the refusal
+    state = start(state, deps(api, clock))
+    clock.now += timedelta(seconds=state.progress.wait_seconds)
+    state = start(state, deps(api, clock))
+    # Then the second attempt, under a fresh key, started the job
+    assert state.progress.next == "wait_poll" and api.started
