@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -148,7 +148,7 @@ class QueueEntry:
 class QueueTable:
     """The table's operations; ``dynamodb`` is a boto3 DynamoDB client (typed ``Any``: no stubs)."""
 
-    def __init__(self, dynamodb: Any, table: str, *, clock: Any = time.time) -> None:
+    def __init__(self, dynamodb: Any, table: str, *, clock: Callable[[], float] = time.time) -> None:
         self._db = dynamodb
         self.table = table
         self._clock = clock
@@ -395,7 +395,3 @@ class QueueTable:
                 return False
             raise
         return True
-
-
-def with_token(entry: QueueEntry, token: str, execution_arn: str) -> QueueEntry:
-    return replace(entry, task_token=token, execution_arn=execution_arn)
