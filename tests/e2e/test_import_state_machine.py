@@ -251,8 +251,9 @@ def test_the_state_machine_retries_what_the_client_no_longer_does(
 
 @pytest.mark.slow
 def test_an_eleventh_concurrent_job_waits_in_the_queue_then_completes(imports: Imports):
-    # Given jobs that run for a while, on a workspace (and a stack) that runs at most 10 at once
-    imports.sandbox.admin.configure(importJobSeconds=3.0)
+    # Given jobs that run for a while (longer than submitting all 11 takes on a busy machine), on a
+    # workspace (and a stack) that runs at most 10 at once
+    imports.sandbox.admin.configure(importJobSeconds=10.0)
     submitted = [
         imports.submit(
             f"incoming/contacts/part-{i}.csv",
