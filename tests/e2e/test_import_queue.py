@@ -331,7 +331,7 @@ def test_a_job_completes_through_40_consecutive_503s_on_its_status(aws: LocalAws
 
 def test_a_job_completes_through_401s_fixed_by_a_rotated_secret(sandbox: SandboxHandle):
     # Given credentials from Secrets Manager, and a job that takes a few seconds
-    sandbox.admin.configure(importJobSeconds=3.0)
+    sandbox.admin.configure(importJobSeconds=5.0)
     scopes = ["cdp:imports:write", "cdp:imports:read", "cdp:metadata:read"]
     sandbox.admin.add_token("token-before-rotation", scopes)
     with LocalAws(env={"EXPERITURE_API_URL": sandbox.base_url, **FAST}, schedule_seconds=0.5) as aws:
