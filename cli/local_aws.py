@@ -407,6 +407,7 @@ class LocalAws:
             "POWERTOOLS_SERVICE_NAME": "experiture-ingest",
             "POWERTOOLS_METRICS_NAMESPACE": "ExperitureIngest",
             "IMPORT_QUEUE_TABLE": QUEUE_TABLE_NAME,
+            "IMPORT_QUEUE_RENOTIFY_SECONDS": "2",  # a lost grant is sent again at the next scheduled run
             **self.env,
         }
         self._stack.enter_context(mock.patch.dict(os.environ, env))

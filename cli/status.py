@@ -51,7 +51,7 @@ def status_rows(entries: Sequence[QueueEntry], now: datetime) -> list[StatusRow]
     running = sorted((e for e in entries if e.status == "running"), key=lambda e: e.granted_at or now)
     by_id = {e.job_id: e for e in entries}
     waiting = [
-        by_id[p.job_id] for p in arrival_order(e.policy_entry() for e in entries if e.status == "waiting")
+        by_id[p.job_id] for p in arrival_order(e.policy_entry() for e in entries if e.status != "running")
     ]
     rows = []
     for entry in [*running, *waiting]:

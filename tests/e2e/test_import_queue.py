@@ -217,9 +217,8 @@ def test_aborted_executions_give_their_slots_back_and_the_rest_complete(
     sandbox: SandboxHandle, backstop: str
 ):
     # Given a stack that runs one job at a time, and four files: one running, three waiting
-    sandbox.admin.configure(
-        importJobSeconds=4.0
-    )  # the first job still runs when it is aborted, even on a busy machine
+    # (jobs long enough that the running one is still running when it is aborted, on a busy machine)
+    sandbox.admin.configure(importJobSeconds=4.0)
     with local_aws(sandbox, IMPORT_MAX_RUNNING_JOBS="1") as aws:
         aws.s3.create_bucket(Bucket=BUCKET)
         keys = [
@@ -229,10 +228,14 @@ def test_aborted_executions_give_their_slots_back_and_the_rest_complete(
         for n, key in enumerate(keys):
             aws.drop(BUCKET, key, file_for(key.split("/")[1], n))
         running = wait_for(lambda: [e for e in aws.queue() if e.status == "running"], what="a running job")
-        assert [e.key for e in running] == [keys[0]]
+        assert len(running) == 1
+        [waiting, *_] = wait_for(
+            lambda: [e for e in aws.queue() if e.status == "waiting"], what="a waiting file"
+        )
 
         # When the running execution and a waiting one are aborted (a user's StopExecution)
-        aborted = [execution_of(aws, keys[0]), execution_of(aws, keys[1])]
+        stopped = [running[0].key, waiting.key]
+        aborted = [execution_of(aws, key) for key in stopped]
         for arn in aborted:
             aws.sfn.stop_execution(executionArn=arn, error="Aborted", cause="stopped by the user")
         for arn in aborted:
@@ -242,13 +245,10 @@ def test_aborted_executions_give_their_slots_back_and_the_rest_complete(
         statuses = wait_all(aws, timeout=90)
 
         # Then the other two files completed, and no slot or place in the queue is left
-        assert [statuses[execution_of(aws, key)] for key in keys] == [
-            "ABORTED",
-            "ABORTED",
-            "SUCCEEDED",
-            "SUCCEEDED",
-        ]
-        assert [summary(aws, result_key(key))["outcome"] for key in keys[2:]] == ["completed", "completed"]
+        rest = [key for key in keys if key not in stopped]
+        assert {statuses[execution_of(aws, key)] for key in stopped} == {"ABORTED"}
+        assert [statuses[execution_of(aws, key)] for key in rest] == ["SUCCEEDED", "SUCCEEDED"]
+        assert [summary(aws, result_key(key))["outcome"] for key in rest] == ["completed", "completed"]
         wait_for(lambda: aws.queue() == [], timeout=5, what="an empty queue")
 
 

@@ -74,3 +74,21 @@ def test_a_refusal_pauses_every_grant_until_its_backoff_expires():
     waiting = [file("c1", "contacts", 1), file("o1", "orders", 2)]
     assert plan_grants(waiting, [], capacity=10, now=at(10), paused_until=at(20)) == []
     assert ids(plan_grants(waiting, [], capacity=10, now=at(20), paused_until=at(20))) == ["c1", "o1"]
+
+
+def test_a_file_handed_off_but_not_yet_waiting_keeps_its_objects_turn():
+    # Given contacts' first file registered by the intake (its execution still mapping), and its
+    # second file already waiting (its execution was faster)
+    first = file("c1", "contacts", 1)
+    first = Entry(
+        first.job_id,
+        first.group,
+        first.source,
+        first.event_time,
+        first.sequencer,
+        first.queued_at,
+        "registered",
+    )
+    waiting = [first, file("c2", "contacts", 2), file("o1", "orders", 3)]
+    # Then the second does not overtake the first; other objects are not held back
+    assert ids(plan_grants(waiting, [], capacity=10, now=at(10))) == ["o1"]

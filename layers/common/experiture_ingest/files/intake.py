@@ -61,8 +61,8 @@ from experiture_ingest.files.results import summary_tags, tag_source, write_summ
 from experiture_ingest.files.routing import Refusal, folder_of, load_config, resolve_options
 from experiture_ingest.files.streaming import DEFAULT_CHUNK_BYTES, DEFAULT_READ_AHEAD_BYTES, S3Source
 from experiture_ingest.limits import IMPORT_POLL, IMPORT_QUEUE_MAX_SECONDS, SINGLE_PUT_MAX_BYTES
-from experiture_ingest.scheduling.policy import padded_sequencer
-from experiture_ingest.scheduling.table import QueueTable, QueueUnavailableError
+from experiture_ingest.scheduling.policy import group_of, padded_sequencer
+from experiture_ingest.scheduling.table import QueueEntry, QueueTable, QueueUnavailableError
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -320,6 +320,14 @@ class Intake:
             abandonedJobIds=file.abandoned,
         )
         try:
+            self._register(run, name)
+        except (ClientError, BotoCoreError) as exc:
+            return self._aws_failure(file, exc, "put the file in the import queue")
+        except QueueUnavailableError as exc:
+            cause = exc.__cause__
+            assert isinstance(cause, ClientError | BotoCoreError)
+            return self._aws_failure(file, cause, "put the file in the import queue")
+        try:
             started = self.sfn.start_execution(
                 stateMachineArn=self.settings.state_machine_arn,
                 name=name,
@@ -474,6 +482,29 @@ class Intake:
         if newest is None or newest[0] <= padded_sequencer(dropped.sequencer):
             return None
         return version_result_key(dropped.key, file.version_id or file.etag or dropped.sequencer)
+
+    def _register(self, run: ImportRun, name: str) -> None:
+        """The file takes its place in the queue (and its object's turn) before its execution starts:
+        a file of the same object dropped later cannot start first because its execution was faster."""
+        if self.versions is None:
+            return
+        source = run.source
+        self.versions.add(
+            QueueEntry(
+                job_id=run.job_id,
+                object_name=run.object_name,
+                group=group_of(
+                    run.object_name, source.bucket, source.key, parallel=bool(run.options.parallel_jobs)
+                ),
+                bucket=source.bucket,
+                key=source.key,
+                event_time=source.event_time or self._clock(),
+                sequencer=source.sequencer,
+                queued_at=self._clock(),
+                status="registered",
+                execution_arn=self._execution_arn(name),
+            )
+        )
 
     def _superseded(self, file: _File, newer: str) -> IntakeOutcome:
         dropped = file.dropped

@@ -29,7 +29,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
-Status = Literal["waiting", "running"]
+# registered: handed off by the intake, its execution not yet waiting (it blocks its group: a file
+# dropped earlier is never overtaken by a later one of the same object that reached the queue first)
+Status = Literal["registered", "waiting", "running"]
 SEQUENCER_WIDTH = 64  # S3 sequencers are a few dozen hex digits at most
 
 
@@ -106,7 +108,11 @@ def plan_grants(
     now: datetime,
     paused_until: datetime | None = None,
 ) -> list[Entry]:
-    """The waiting entries to start now, in order (see the module's rules)."""
+    """The waiting entries to start now, in order (see the module's rules).
+
+    ``waiting`` may hold ``registered`` entries (files handed off whose execution has not reached the
+    queue yet): they are never granted, and nothing of their group behind them is either.
+    """
     if paused_until is not None and now < paused_until:
         return []
     free = capacity - len(running)
@@ -117,8 +123,9 @@ def plan_grants(
             break
         if entry.group in busy:
             continue
-        grants.append(entry)
         busy.add(entry.group)
+        if entry.status == "waiting":
+            grants.append(entry)
     return grants
 
 

@@ -46,6 +46,9 @@ class QueueSettings(BaseModel):
     max_running_jobs: int = Field(default=IMPORT_MAX_RUNNING_JOBS, ge=1, alias="IMPORT_MAX_RUNNING_JOBS")
     # A grant whose SendTaskSuccess was not confirmed this long ago is sent again by the sweeper.
     renotify_seconds: float = Field(default=60.0, ge=0, alias="IMPORT_QUEUE_RENOTIFY_SECONDS")
+    # A file the intake registered whose execution never reached the queue this long after is
+    # checked (its execution ended or never started: the entry goes). The intake's timeout.
+    register_grace_seconds: float = Field(default=900.0, ge=0, alias="IMPORT_QUEUE_REGISTER_GRACE_SECONDS")
 
 
 class QueueConflictError(SchedulingError):
@@ -166,9 +169,10 @@ class Scheduler:
             entries = self.table.entries()
             running = [e for e in entries if e.status == "running"]
             waiting = {e.job_id: e for e in entries if e.status == "waiting"}
-            report.waiting, report.running = len(waiting), len(running)
+            registered = [e for e in entries if e.status == "registered"]
+            report.waiting, report.running = len(waiting) + len(registered), len(running)
             plan = plan_grants(
-                [e.policy_entry() for e in waiting.values()],
+                [e.policy_entry() for e in [*waiting.values(), *registered]],
                 [e.policy_entry() for e in running],
                 capacity=capacity,
                 now=now,
@@ -203,6 +207,15 @@ class Scheduler:
         now = self._clock()
         released: list[str] = []
         for entry in self.table.entries():
+            if entry.status == "registered":
+                late = seconds_between(entry.queued_at, now) >= self.settings.register_grace_seconds
+                if late and entry.execution_arn and not self._alive(entry.execution_arn):
+                    logger.warning(
+                        "job %s: handed off, but its execution never reached the queue", entry.job_id
+                    )
+                    if self.table.remove(entry):
+                        released.append(entry.job_id)
+                continue
             if entry.status != "running":
                 continue
             if entry.execution_arn and not self._alive(entry.execution_arn):

@@ -3,8 +3,9 @@
 ==========================  ================================================================
 item (``pk`` / ``sk``)      what it holds
 ==========================  ================================================================
-``queue`` / ``<job id>``    one file waiting for or holding a start slot: status (``waiting`` |
-                            ``running``), the waiting execution's task token and ARN, object,
+``queue`` / ``<job id>``    one file waiting for or holding a start slot: status (``registered``
+                            by the intake | ``waiting`` | ``running``), the waiting execution's
+                            task token and ARN, object,
                             group, source key, S3 event time and sequencer, queuedAt, grantedAt,
                             startAttempts, slot
 ``slot`` / ``<0000..>``     a held start slot: ``holder`` = job id (at most capacity of them)
@@ -135,7 +136,7 @@ class QueueEntry:
             event_time=_parse(text("eventTime")) or datetime.now(UTC),
             sequencer=text("sequencer"),
             queued_at=_parse(text("queuedAt")) or datetime.now(UTC),
-            status="running" if text("status") == "running" else "waiting",
+            status=_status(text("status")),
             task_token=text("taskToken"),
             execution_arn=text("executionArn"),
             start_attempts=int(item.get("startAttempts", {}).get("N", "0")),
@@ -143,6 +144,10 @@ class QueueEntry:
             slot=int(item["slot"]["N"]) if "slot" in item else None,
             notified=bool(item.get("notified", {}).get("BOOL", False)),
         )
+
+
+def _status(text: str | None) -> Status:
+    return "running" if text == "running" else "registered" if text == "registered" else "waiting"
 
 
 class QueueTable:
@@ -194,15 +199,21 @@ class QueueTable:
         )
 
     def wait_again(self, job_id: str, token: str, execution_arn: str) -> bool:
-        """A waiting entry's new task token (the task was retried, or the run continued as new)."""
+        """A registered entry's execution now waits, or a waiting entry's new task token (a retried
+        task, a continuation)."""
         return self._conditional(
             "update_item",
             TableName=self.table,
             Key=self._key(QUEUE, job_id),
-            UpdateExpression="SET taskToken = :t, executionArn = :e",
-            ConditionExpression="#s = :waiting",
+            UpdateExpression="SET #s = :waiting, taskToken = :t, executionArn = :e",
+            ConditionExpression="#s = :waiting OR #s = :registered",
             ExpressionAttributeNames={"#s": "status"},
-            ExpressionAttributeValues={":t": _s(token), ":e": _s(execution_arn), ":waiting": _s("waiting")},
+            ExpressionAttributeValues={
+                ":t": _s(token),
+                ":e": _s(execution_arn),
+                ":waiting": _s("waiting"),
+                ":registered": _s("registered"),
+            },
         )
 
     def requeue(
