@@ -162,3 +162,25 @@ def test_a_dispatcher_acting_on_a_stale_view_cannot_overfill_a_slot_or_an_object
     assert table.grant(waiting["c"], 3, clock.now) is False
     assert table.grant(waiting["b"], 1, clock.now) is True
     assert sorted(e.job_id for e in table.entries() if e.status == "running") == ["a", "b"]
+
+
+def test_a_file_registered_at_hand_off_is_not_overtaken_by_a_later_file_of_its_object(table: QueueTable):
+    # Given contacts' first file handed off (registered by the intake), its execution still mapping
+    from experiture_ingest.scheduling import QueueEntry
+
+    sfn, clock = Executions(), Clock()
+    sched = scheduler(table, sfn, clock, capacity=5)
+    table.add(
+        QueueEntry(
+            "c1", "contacts", "object:contacts", "b", "incoming/contacts/c1.csv", T0, "00", T0, "registered"
+        )
+    )
+    # When a later contacts file and an orders file reach the queue first
+    enqueue(sched, sfn, "c2", "contacts", 1)
+    enqueue(sched, sfn, "o1", "orders", 2)
+    # Then only orders starts; contacts waits for its first file, which starts once it arrives
+    assert sfn.granted == ["arn:exec:o1"]
+    enqueue(sched, sfn, "c1", "contacts", 0)
+    assert sfn.granted == ["arn:exec:o1", "arn:exec:c1"]
+    sched.release("c1")
+    assert sfn.granted[-1] == "arn:exec:c2"
