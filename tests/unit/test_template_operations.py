@@ -15,6 +15,7 @@ import pytest
 
 from cli.local_aws import ROOT, load_template
 
+
 @pytest.fixture(scope="module")
 def template() -> dict[str, Any]:
     return load_template()
