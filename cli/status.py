@@ -7,6 +7,11 @@ Reads the import queue's table (see :mod:`experiture_ingest.scheduling.table`) t
 
 With ``--stack``, the table is the stack's output ``ImportQueueTableName`` (or its resource
 ``ImportQueueTable``). Running files are listed first, then waiting ones in the order they will start.
+Then the depth of each dead-letter queue of the stack (intake failure queue, record DLQ, settle DLQ) and
+the latest outcomes: the newest summaries under ``results/`` (at most ``--outcomes``, read from at most
+``MAX_RESULT_PAGES`` listing pages, so a bucket with millions of results answers quickly). With
+``--stack`` the queues and bucket come from the stack's outputs (else its resources); for a local stack
+name them with ``--bucket`` and ``--dead-letter-queue-url LABEL=URL``.
 
 >>> from datetime import UTC, datetime
 >>> from experiture_ingest.scheduling import QueueEntry
@@ -23,16 +28,26 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import boto3
+from botocore.exceptions import ClientError
 
+from experiture_ingest.files.layout import RESULTS_PREFIX
 from experiture_ingest.scheduling import QueueEntry, QueueTable, arrival_order
 
 LOCAL_TABLE = "experiture-ingest-import-queue"
+MAX_RESULT_PAGES = 10  # 10,000 summaries listed at most: ``status`` stays quick on any bucket
+# {label: (stack output, logical resource)}: where the dead letters of the stack wait
+DEAD_LETTER_QUEUES = {
+    "intake failure queue": ("IntakeDeadLetterQueueUrl", "IntakeDeadLetterQueue"),
+    "record DLQ": ("RecordDeadLetterQueueUrl", "RecordDeadLetterQueue"),
+    "settle DLQ": ("SettleDeadLetterQueueUrl", "SettleDeadLetterQueue"),
+}
+BUCKET_OUTPUT = ("IngestBucketName", "IngestBucket")
 
 
 @dataclass(frozen=True)
@@ -114,6 +129,72 @@ def table_of_stack(stack: str, cloudformation: Any) -> str:
     return str(resource["StackResourceDetail"]["PhysicalResourceId"])
 
 
+@dataclass(frozen=True)
+class Outcome:
+    """One file's latest summary: its source key, outcome and when the summary was written."""
+
+    key: str
+    outcome: str
+    at: datetime
+
+
+def dead_letter_depths(sqs: Any, queues: Mapping[str, str]) -> dict[str, int]:
+    """{label: messages waiting (ApproximateNumberOfMessages)} of each queue URL."""
+    depths = {}
+    for label, url in queues.items():
+        answer = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])
+        depths[label] = int(answer["Attributes"]["ApproximateNumberOfMessages"])
+    return depths
+
+
+def latest_outcomes(
+    s3: Any, bucket: str, limit: int, max_pages: int = MAX_RESULT_PAGES, page_size: int = 1000
+) -> list[Outcome]:
+    """The newest ``limit`` summaries (``results/**.json``) among the first ``max_pages`` listed pages."""
+    listed: list[dict[str, Any]] = []
+    pages = s3.get_paginator("list_objects_v2").paginate(
+        Bucket=bucket,
+        Prefix=RESULTS_PREFIX,
+        PaginationConfig={"MaxItems": max_pages * page_size, "PageSize": page_size},
+    )
+    for page in pages:
+        listed += [o for o in page.get("Contents", []) if o["Key"].endswith(".json")]
+    newest = sorted(listed, key=lambda o: o["LastModified"], reverse=True)[:limit]
+    outcomes = []
+    for listed_object in newest:
+        body = json.loads(s3.get_object(Bucket=bucket, Key=listed_object["Key"])["Body"].read())
+        source = (body.get("source") or {}).get("key") or listed_object["Key"]
+        outcomes.append(Outcome(str(source), str(body.get("outcome", "?")), listed_object["LastModified"]))
+    return outcomes
+
+
+def render_health(depths: Mapping[str, int], outcomes: Sequence[Outcome]) -> list[str]:
+    """Dead-letter depths, then the latest outcomes, newest first."""
+    lines = ["dead letters: " + (", ".join(f"{label} {n}" for label, n in depths.items()) or "-")]
+    lines.append(f"latest outcomes ({len(outcomes)}):")
+    table = [["WHEN", "OUTCOME", "FILE"]]
+    table += [[o.at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ"), o.outcome, o.key] for o in outcomes]
+    widths = [max(len(line[i]) for line in table) for i in range(3)]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in table]
+    return lines
+
+
+def stack_locations(stack: str, cloudformation: Any) -> dict[str, str]:
+    """{output name: value} for the queue table, the bucket and the dead-letter queues of ``stack``:
+    its outputs, else the physical ids of its resources (a queue's is its URL)."""
+    described = cloudformation.describe_stacks(StackName=stack)["Stacks"][0]
+    outputs = {o["OutputKey"]: str(o["OutputValue"]) for o in described.get("Outputs") or []}
+    wanted = [("ImportQueueTableName", "ImportQueueTable"), BUCKET_OUTPUT, *DEAD_LETTER_QUEUES.values()]
+    for output, logical in wanted:
+        if output not in outputs:
+            try:
+                found = cloudformation.describe_stack_resource(StackName=stack, LogicalResourceId=logical)
+            except ClientError:
+                continue  # an older stack without this resource: shown as missing, not a failure
+            outputs[output] = str(found["StackResourceDetail"]["PhysicalResourceId"])
+    return outputs
+
+
 def add_command(subparsers: Any) -> None:
     status = subparsers.add_parser(
         "status",
@@ -130,21 +211,46 @@ def add_command(subparsers: Any) -> None:
         "--endpoint-url", default=None, help="DynamoDB endpoint (local stacks, e.g. moto server)"
     )
     status.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
+    status.add_argument(
+        "--outcomes", type=int, default=10, help="how many of the latest summaries to show (default 10)"
+    )
+    status.add_argument("--bucket", help="the ingest bucket (local stacks; --stack finds it)")
+    status.add_argument(
+        "--dead-letter-queue-url",
+        action="append",
+        default=[],
+        metavar="LABEL=URL",
+        help="a dead-letter queue to show the depth of (local stacks; repeatable; --stack finds them)",
+    )
     status.set_defaults(run=_status)
 
 
 def _status(args: argparse.Namespace) -> int:
     session = boto3.session.Session(region_name=args.region)
     if args.stack:
-        table = table_of_stack(args.stack, session.client("cloudformation"))
+        found = stack_locations(args.stack, session.client("cloudformation"))
+        table = found.get("ImportQueueTableName") or table_of_stack(
+            args.stack, session.client("cloudformation")
+        )
+        bucket = found.get(BUCKET_OUTPUT[0])
+        queues = {label: found[out] for label, (out, _) in DEAD_LETTER_QUEUES.items() if out in found}
     else:
         table = args.table or LOCAL_TABLE
+        bucket = args.bucket
+        queues = dict(q.split("=", 1) for q in args.dead_letter_queue_url if "=" in q)
     dynamodb = session.client("dynamodb", endpoint_url=args.endpoint_url)
     rows = status_rows(QueueTable(dynamodb, table).entries(), datetime.now(UTC))
+    depths = dead_letter_depths(session.client("sqs", endpoint_url=args.endpoint_url), queues)
+    s3 = session.client("s3", endpoint_url=args.endpoint_url)
+    outcomes = latest_outcomes(s3, bucket, args.outcomes) if bucket and args.outcomes > 0 else []
     if args.json:
         for row in rows:
             print(json.dumps(asdict(row)))
+        print(json.dumps({"deadLetters": depths}))
+        for outcome in outcomes:
+            print(json.dumps({"key": outcome.key, "outcome": outcome.outcome, "at": outcome.at.isoformat()}))
     else:
         print(f"import queue {table}")
         print("\n".join(render(rows)))
+        print("\n".join(render_health(depths, outcomes)))
     return 0
