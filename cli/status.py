@@ -11,7 +11,7 @@ Then the depth of each dead-letter queue of the stack (intake failure queue, rec
 the latest outcomes: the newest summaries under ``results/`` (at most ``--outcomes``, read from at most
 ``MAX_RESULT_PAGES`` listing pages, so a bucket with millions of results answers quickly). With
 ``--stack`` the queues and bucket come from the stack's outputs (else its resources); for a local stack
-name them with ``--bucket`` and ``--dead-letter-queue-url LABEL=URL``.
+name them with ``--bucket``, ``--intake-dlq-url``, ``--record-dlq-url`` and ``--settle-dlq-url``.
 
 >>> from datetime import UTC, datetime
 >>> from experiture_ingest.scheduling import QueueEntry
@@ -48,6 +48,11 @@ DEAD_LETTER_QUEUES = {
     "settle DLQ": ("SettleDeadLetterQueueUrl", "SettleDeadLetterQueue"),
 }
 BUCKET_OUTPUT = ("IngestBucketName", "IngestBucket")
+LOCAL_QUEUE_FLAGS = {  # --flag: the output it stands for, when there is no stack to ask
+    "intake-dlq-url": "IntakeDeadLetterQueueUrl",
+    "record-dlq-url": "RecordDeadLetterQueueUrl",
+    "settle-dlq-url": "SettleDeadLetterQueueUrl",
+}
 
 
 @dataclass(frozen=True)
@@ -147,6 +152,11 @@ def dead_letter_depths(sqs: Any, queues: Mapping[str, str]) -> dict[str, int]:
     return depths
 
 
+def _is_summary(key: str) -> bool:
+    """A key's summary (``results/<key>.json``); an older version's (``.versions/``) is not its latest."""
+    return key.endswith(".json") and ".versions/" not in key
+
+
 def latest_outcomes(
     s3: Any, bucket: str, limit: int, max_pages: int = MAX_RESULT_PAGES, page_size: int = 1000
 ) -> list[Outcome]:
@@ -158,14 +168,26 @@ def latest_outcomes(
         PaginationConfig={"MaxItems": max_pages * page_size, "PageSize": page_size},
     )
     for page in pages:
-        listed += [o for o in page.get("Contents", []) if o["Key"].endswith(".json")]
+        listed += [o for o in page.get("Contents", []) if _is_summary(o["Key"])]
     newest = sorted(listed, key=lambda o: o["LastModified"], reverse=True)[:limit]
     outcomes = []
     for listed_object in newest:
         body = json.loads(s3.get_object(Bucket=bucket, Key=listed_object["Key"])["Body"].read())
-        source = (body.get("source") or {}).get("key") or listed_object["Key"]
+        named = listed_object["Key"][len(RESULTS_PREFIX) : -len(".json")]
+        source = (body.get("source") or {}).get("key") or named
         outcomes.append(Outcome(str(source), str(body.get("outcome", "?")), listed_object["LastModified"]))
     return outcomes
+
+
+def stack_health(
+    outputs: Mapping[str, str], sqs: Any, s3: Any, limit: int
+) -> tuple[dict[str, int], list[Outcome]]:
+    """The dead-letter depths and latest outcomes of a stack known by its output names (the queues and
+    bucket it lacks are left out)."""
+    queues = {label: outputs[out] for label, (out, _) in DEAD_LETTER_QUEUES.items() if outputs.get(out)}
+    bucket = outputs.get(BUCKET_OUTPUT[0])
+    outcomes = latest_outcomes(s3, bucket, limit) if bucket and limit > 0 else []
+    return dead_letter_depths(sqs, queues), outcomes
 
 
 def render_health(depths: Mapping[str, int], outcomes: Sequence[Outcome]) -> list[str]:
@@ -215,34 +237,30 @@ def add_command(subparsers: Any) -> None:
         "--outcomes", type=int, default=10, help="how many of the latest summaries to show (default 10)"
     )
     status.add_argument("--bucket", help="the ingest bucket (local stacks; --stack finds it)")
-    status.add_argument(
-        "--dead-letter-queue-url",
-        action="append",
-        default=[],
-        metavar="LABEL=URL",
-        help="a dead-letter queue to show the depth of (local stacks; repeatable; --stack finds them)",
-    )
+    for flag, output in LOCAL_QUEUE_FLAGS.items():
+        status.add_argument(f"--{flag}", dest=output, help=f"{output} (local stacks; --stack finds it)")
     status.set_defaults(run=_status)
 
 
 def _status(args: argparse.Namespace) -> int:
     session = boto3.session.Session(region_name=args.region)
     if args.stack:
-        found = stack_locations(args.stack, session.client("cloudformation"))
-        table = found.get("ImportQueueTableName") or table_of_stack(
+        outputs = stack_locations(args.stack, session.client("cloudformation"))
+        table = outputs.get("ImportQueueTableName") or table_of_stack(
             args.stack, session.client("cloudformation")
         )
-        bucket = found.get(BUCKET_OUTPUT[0])
-        queues = {label: found[out] for label, (out, _) in DEAD_LETTER_QUEUES.items() if out in found}
     else:
         table = args.table or LOCAL_TABLE
-        bucket = args.bucket
-        queues = dict(q.split("=", 1) for q in args.dead_letter_queue_url if "=" in q)
+        named = {output: getattr(args, output) for output in LOCAL_QUEUE_FLAGS.values()}
+        outputs = {BUCKET_OUTPUT[0]: args.bucket or "", **{k: v for k, v in named.items() if v}}
     dynamodb = session.client("dynamodb", endpoint_url=args.endpoint_url)
     rows = status_rows(QueueTable(dynamodb, table).entries(), datetime.now(UTC))
-    depths = dead_letter_depths(session.client("sqs", endpoint_url=args.endpoint_url), queues)
-    s3 = session.client("s3", endpoint_url=args.endpoint_url)
-    outcomes = latest_outcomes(s3, bucket, args.outcomes) if bucket and args.outcomes > 0 else []
+    depths, outcomes = stack_health(
+        outputs,
+        session.client("sqs", endpoint_url=args.endpoint_url),
+        session.client("s3", endpoint_url=args.endpoint_url),
+        args.outcomes,
+    )
     if args.json:
         for row in rows:
             print(json.dumps(asdict(row)))

@@ -184,6 +184,6 @@ def test_status_outcomes_are_read_from_a_bounded_number_of_listed_pages(dynamodb
 
     # Then only that page's two summaries are read
     assert sorted(o.key for o in outcomes) == [
-        "results/incoming/a/0000.csv.json",
-        "results/incoming/a/0001.csv.json",
+        "incoming/a/0000.csv",
+        "incoming/a/0001.csv",
     ]
