@@ -104,6 +104,7 @@ class LocalStack:
             "IntakeFunctionName": INTAKE,
             "RecordQueueUrl": self.stream.queue_url,
             "RecordDeadLetterQueueUrl": self.stream.dlq_url,
+            "SettleDeadLetterQueueUrl": self.stream.settle_dlq_url,
             "StreamPayloadBucketName": self.stream.bucket,
             "StreamMessageLedgerName": self.stream.ledger_table or "",
         }

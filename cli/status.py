@@ -7,6 +7,11 @@ Reads the import queue's table (see :mod:`experiture_ingest.scheduling.table`) t
 
 With ``--stack``, the table is the stack's output ``ImportQueueTableName`` (or its resource
 ``ImportQueueTable``). Running files are listed first, then waiting ones in the order they will start.
+Then the depth of each dead-letter queue of the stack (intake failure queue, record DLQ, settle DLQ) and
+the latest outcomes: the newest summaries under ``results/`` (at most ``--outcomes``, read from at most
+``MAX_RESULT_PAGES`` listing pages, so a bucket with millions of results answers quickly). With
+``--stack`` the queues and bucket come from the stack's outputs (else its resources); for a local stack
+name them with ``--bucket``, ``--intake-dlq-url``, ``--record-dlq-url`` and ``--settle-dlq-url``.
 
 >>> from datetime import UTC, datetime
 >>> from experiture_ingest.scheduling import QueueEntry
@@ -23,16 +28,31 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import boto3
+from botocore.exceptions import ClientError
 
+from experiture_ingest.files.layout import RESULTS_PREFIX
 from experiture_ingest.scheduling import QueueEntry, QueueTable, arrival_order
 
 LOCAL_TABLE = "experiture-ingest-import-queue"
+MAX_RESULT_PAGES = 10  # 10,000 summaries listed at most: ``status`` stays quick on any bucket
+# {label: (stack output, logical resource)}: where the dead letters of the stack wait
+DEAD_LETTER_QUEUES = {
+    "intake failure queue": ("IntakeDeadLetterQueueUrl", "IntakeDeadLetterQueue"),
+    "record DLQ": ("RecordDeadLetterQueueUrl", "RecordDeadLetterQueue"),
+    "settle DLQ": ("SettleDeadLetterQueueUrl", "SettleDeadLetterQueue"),
+}
+BUCKET_OUTPUT = ("IngestBucketName", "IngestBucket")
+LOCAL_QUEUE_FLAGS = {  # --flag: the output it stands for, when there is no stack to ask
+    "intake-dlq-url": "IntakeDeadLetterQueueUrl",
+    "record-dlq-url": "RecordDeadLetterQueueUrl",
+    "settle-dlq-url": "SettleDeadLetterQueueUrl",
+}
 
 
 @dataclass(frozen=True)
@@ -114,6 +134,89 @@ def table_of_stack(stack: str, cloudformation: Any) -> str:
     return str(resource["StackResourceDetail"]["PhysicalResourceId"])
 
 
+@dataclass(frozen=True)
+class Outcome:
+    """One file's latest summary: its source key, outcome and when the summary was written."""
+
+    key: str
+    outcome: str
+    at: datetime
+
+
+def dead_letter_depths(sqs: Any, queues: Mapping[str, str]) -> dict[str, int]:
+    """{label: messages waiting (ApproximateNumberOfMessages)} of each queue URL."""
+    depths = {}
+    for label, url in queues.items():
+        answer = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])
+        depths[label] = int(answer["Attributes"]["ApproximateNumberOfMessages"])
+    return depths
+
+
+def _is_summary(key: str) -> bool:
+    """A key's summary (``results/<key>.json``); an older version's (``.versions/``) is not its latest."""
+    return key.endswith(".json") and ".versions/" not in key
+
+
+def latest_outcomes(
+    s3: Any, bucket: str, limit: int, max_pages: int = MAX_RESULT_PAGES, page_size: int = 1000
+) -> list[Outcome]:
+    """The newest ``limit`` summaries (``results/**.json``) among the first ``max_pages`` listed pages."""
+    listed: list[dict[str, Any]] = []
+    pages = s3.get_paginator("list_objects_v2").paginate(
+        Bucket=bucket,
+        Prefix=RESULTS_PREFIX,
+        PaginationConfig={"MaxItems": max_pages * page_size, "PageSize": page_size},
+    )
+    for page in pages:
+        listed += [o for o in page.get("Contents", []) if _is_summary(o["Key"])]
+    newest = sorted(listed, key=lambda o: o["LastModified"], reverse=True)[:limit]
+    outcomes = []
+    for listed_object in newest:
+        body = json.loads(s3.get_object(Bucket=bucket, Key=listed_object["Key"])["Body"].read())
+        named = listed_object["Key"][len(RESULTS_PREFIX) : -len(".json")]
+        source = (body.get("source") or {}).get("key") or named
+        outcomes.append(Outcome(str(source), str(body.get("outcome", "?")), listed_object["LastModified"]))
+    return outcomes
+
+
+def stack_health(
+    outputs: Mapping[str, str], sqs: Any, s3: Any, limit: int
+) -> tuple[dict[str, int], list[Outcome]]:
+    """The dead-letter depths and latest outcomes of a stack known by its output names (the queues and
+    bucket it lacks are left out)."""
+    queues = {label: outputs[out] for label, (out, _) in DEAD_LETTER_QUEUES.items() if outputs.get(out)}
+    bucket = outputs.get(BUCKET_OUTPUT[0])
+    outcomes = latest_outcomes(s3, bucket, limit) if bucket and limit > 0 else []
+    return dead_letter_depths(sqs, queues), outcomes
+
+
+def render_health(depths: Mapping[str, int], outcomes: Sequence[Outcome]) -> list[str]:
+    """Dead-letter depths, then the latest outcomes, newest first."""
+    lines = ["dead letters: " + (", ".join(f"{label} {n}" for label, n in depths.items()) or "-")]
+    lines.append(f"latest outcomes ({len(outcomes)}):")
+    table = [["WHEN", "OUTCOME", "FILE"]]
+    table += [[o.at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ"), o.outcome, o.key] for o in outcomes]
+    widths = [max(len(line[i]) for line in table) for i in range(3)]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in table]
+    return lines
+
+
+def stack_locations(stack: str, cloudformation: Any) -> dict[str, str]:
+    """{output name: value} for the queue table, the bucket and the dead-letter queues of ``stack``:
+    its outputs, else the physical ids of its resources (a queue's is its URL)."""
+    described = cloudformation.describe_stacks(StackName=stack)["Stacks"][0]
+    outputs = {o["OutputKey"]: str(o["OutputValue"]) for o in described.get("Outputs") or []}
+    wanted = [("ImportQueueTableName", "ImportQueueTable"), BUCKET_OUTPUT, *DEAD_LETTER_QUEUES.values()]
+    for output, logical in wanted:
+        if output not in outputs:
+            try:
+                found = cloudformation.describe_stack_resource(StackName=stack, LogicalResourceId=logical)
+            except ClientError:
+                continue  # an older stack without this resource: shown as missing, not a failure
+            outputs[output] = str(found["StackResourceDetail"]["PhysicalResourceId"])
+    return outputs
+
+
 def add_command(subparsers: Any) -> None:
     status = subparsers.add_parser(
         "status",
@@ -130,21 +233,42 @@ def add_command(subparsers: Any) -> None:
         "--endpoint-url", default=None, help="DynamoDB endpoint (local stacks, e.g. moto server)"
     )
     status.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
+    status.add_argument(
+        "--outcomes", type=int, default=10, help="how many of the latest summaries to show (default 10)"
+    )
+    status.add_argument("--bucket", help="the ingest bucket (local stacks; --stack finds it)")
+    for flag, output in LOCAL_QUEUE_FLAGS.items():
+        status.add_argument(f"--{flag}", dest=output, help=f"{output} (local stacks; --stack finds it)")
     status.set_defaults(run=_status)
 
 
 def _status(args: argparse.Namespace) -> int:
     session = boto3.session.Session(region_name=args.region)
     if args.stack:
-        table = table_of_stack(args.stack, session.client("cloudformation"))
+        outputs = stack_locations(args.stack, session.client("cloudformation"))
+        table = outputs.get("ImportQueueTableName") or table_of_stack(
+            args.stack, session.client("cloudformation")
+        )
     else:
         table = args.table or LOCAL_TABLE
+        named = {output: getattr(args, output) for output in LOCAL_QUEUE_FLAGS.values()}
+        outputs = {BUCKET_OUTPUT[0]: args.bucket or "", **{k: v for k, v in named.items() if v}}
     dynamodb = session.client("dynamodb", endpoint_url=args.endpoint_url)
     rows = status_rows(QueueTable(dynamodb, table).entries(), datetime.now(UTC))
+    depths, outcomes = stack_health(
+        outputs,
+        session.client("sqs", endpoint_url=args.endpoint_url),
+        session.client("s3", endpoint_url=args.endpoint_url),
+        args.outcomes,
+    )
     if args.json:
         for row in rows:
             print(json.dumps(asdict(row)))
+        print(json.dumps({"deadLetters": depths}))
+        for outcome in outcomes:
+            print(json.dumps({"key": outcome.key, "outcome": outcome.outcome, "at": outcome.at.isoformat()}))
     else:
         print(f"import queue {table}")
         print("\n".join(render(rows)))
+        print("\n".join(render_health(depths, outcomes)))
     return 0

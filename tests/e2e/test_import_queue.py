@@ -13,7 +13,6 @@ import json
 import os
 import time
 from collections.abc import Iterator
-from datetime import datetime
 from typing import Any
 
 import boto3
@@ -22,7 +21,7 @@ import pytest
 from cli.local_aws import LocalAws, execution_status_event
 from experiture_ingest.client import BearerToken, ExperitureClient, ImportJobInit, ImportMapping
 from experiture_ingest.files.layout import result_key, version_result_key
-from sandbox.testing import SandboxHandle
+from sandbox.testing import SandboxHandle, peak_running, peak_running_per_object, start_order
 
 BUCKET = "queue-e2e"
 FAST = {
@@ -87,32 +86,18 @@ def wait_all(aws: LocalAws, timeout: float) -> dict[str, str]:
         time.sleep(0.2)
 
 
-def intervals(jobs: list[dict[str, Any]]) -> list[tuple[datetime, datetime, dict[str, Any]]]:
-    def when(text: str) -> datetime:
-        return datetime.fromisoformat(text.replace("Z", "+00:00"))
-
-    return [(when(j["startedAt"]), when(j["completedAt"]), j) for j in jobs if j.get("startedAt")]
-
-
-def most_at_once(spans: list[tuple[datetime, datetime, dict[str, Any]]]) -> int:
-    """The largest number of jobs running at the same moment (a finish frees its slot first)."""
-    moments = sorted(
-        [(s, 1) for s, _, _ in spans] + [(e, -1) for _, e, _ in spans], key=lambda m: (m[0], m[1])
-    )
-    running = peak = 0
-    for _, change in moments:
-        running += change
-        peak = max(peak, running)
-    return peak
-
-
-# How the workspace refuses a start: its own concurrency answer (429 CONCURRENCY_LIMIT), and, until
-# the sandbox can answer its limit each way, a 409 or a 429 RATE.LIMITED injected on some starts
-# (the job stays ready: the fault answers before the start is processed).
-REFUSALS = {
-    "429-concurrency": (429, None),
-    "409-while-ready": (409, {"status": 409}),
-    "429-rate-limited": (429, {"status": 429, "retryAfter": 0}),
+# How the workspace refuses a start beyond its limit: the sandbox's own switch (config
+# ``concurrencyRefusal``), each way the docs allow; the rate-limited one also from a server that caches
+# refused answers under their Idempotency-Key (``cacheRefusals``), so only a fresh key per attempt gets
+# through once a slot frees. {variant: (sandbox config, refusal status, refusal code)}
+REFUSALS: dict[str, tuple[dict[str, Any], int, str]] = {
+    "429-concurrency": ({"concurrencyRefusal": "429"}, 429, "CDP_ETL.IMPORT.CONCURRENCY_LIMIT"),
+    "409-invalid-state": ({"concurrencyRefusal": "409"}, 409, "CDP_ETL.IMPORT.INVALID_STATE"),
+    "429-rate-limited-cached": (
+        {"concurrencyRefusal": "429-rate", "cacheRefusals": True},
+        429,
+        "CDP_ETL.RATE.LIMITED",
+    ),
 }
 
 
@@ -121,14 +106,14 @@ REFUSALS = {
 def test_25_files_over_3_objects_all_complete_within_the_limit_one_job_per_object_in_drop_order(
     aws: LocalAws, sandbox: SandboxHandle, refusal: str
 ):
-    # Given a workspace limited to 3 running jobs, one of them taken by another tool for a while
-    sandbox.admin.configure(maxRunningImports=3, importJobSeconds=600.0, concurrencyRetryAfterSeconds=1)
+    # Given a workspace limited to 3 running jobs that refuses starts beyond it its own way,
+    # one slot taken by another tool's job for a while
+    switches, status, code = REFUSALS[refusal]
+    sandbox.admin.configure(
+        maxRunningImports=3, importJobSeconds=600.0, concurrencyRetryAfterSeconds=1, **switches
+    )
     foreign = start_foreign_job(sandbox)
     sandbox.admin.configure(importJobSeconds=2.0)  # long enough for the three objects' jobs to overlap
-    status, fault = REFUSALS[refusal]
-    if fault:
-        rule = {"method": "POST", "path": "/public/v1/import-jobs/*/start", "rate": 0.3, "times": 12, **fault}
-        sandbox.admin.set_faults({"seed": 10, "rules": [rule]})
 
     # When 25 files over 3 objects are dropped at once (interleaved)
     dropped: list[tuple[str, str]] = []
@@ -138,7 +123,9 @@ def test_25_files_over_3_objects_all_complete_within_the_limit_one_job_per_objec
         aws.drop(BUCKET, key, file_for(obj, n))
         dropped.append((obj, key))
     wait_for(
-        lambda: concurrency_refusals(sandbox), timeout=60, what="a start refused at the workspace's limit"
+        lambda: capacity_refusals(sandbox, status),
+        timeout=60,
+        what="a start refused at the workspace's limit",
     )
     sandbox.admin.fail_job(foreign, "the other tool's job ends")  # the workspace has room again
     statuses = wait_all(aws, timeout=240)
@@ -148,23 +135,28 @@ def test_25_files_over_3_objects_all_complete_within_the_limit_one_job_per_objec
     summaries = {key: summary(aws, result_key(key)) for _, key in dropped}
     assert {s["outcome"] for s in summaries.values()} == {"completed"}
     assert all(s["scheduling"]["queuedAt"] and s["scheduling"]["startedAt"] for s in summaries.values())
-    # ... the workspace never ran more than 3 jobs, and the capacity refusals were waited out
-    ours = {s["jobId"]: key for key, s in summaries.items()}
-    jobs = [j for j in sandbox.admin.import_jobs() if j["jobId"] in ours or j["jobId"] == foreign]
-    spans = intervals(jobs)
-    assert len(spans) == 26 and most_at_once(spans) <= 3
-    refused = [
-        r
-        for r in sandbox.admin.requests(method="POST")
-        if r["path"].endswith("/start") and r["status"] == status
-    ]
-    assert refused, "the workspace should have refused some starts"
+    # ... the workspace refused starts at its limit (its own answers, no injected fault), and the
+    # refused files tried again, each attempt of a job with its own Idempotency-Key
+    refused = capacity_refusals(sandbox, status)
+    assert refused
+    assert f"{status} {code}" in {s["scheduling"]["lastRefusal"] for s in summaries.values()}
     assert max(s["scheduling"]["startAttempts"] for s in summaries.values()) >= 2
-    # ... never two jobs on one object at once, and per object in drop order
+    ours = {s["jobId"]: key for key, s in summaries.items()}
+    starts = [r for r in sandbox.admin.requests(method="POST") if r["path"].endswith("/start")]
+    for job_id in ours:
+        keys = [r["idempotencyKey"] for r in starts if r["path"].endswith(f"{job_id}/start")]
+        assert len(keys) == summaries[ours[job_id]]["scheduling"]["startAttempts"]
+        assert len(set(keys)) == len(keys), job_id
+    assert not [r for r in starts if r["replayed"]]  # a cached refusal is never what a start got
+    # ... the workspace's timeline: never more than 3 jobs running, never two on one object,
+    # and each object's jobs started in drop order
+    timeline = sandbox.admin.import_timeline()
+    assert {e["jobId"] for e in timeline} == set(ours) | {foreign}
+    assert peak_running(timeline) <= 3
+    assert peak_running_per_object(timeline) == {"contacts": 1, "events": 1, "orders": 1, "profiles": 1}
     for obj in OBJECTS:
-        mine = sorted((s, e, j) for s, e, j in spans if j["jobId"] in ours and j["objectName"] == obj)
-        assert most_at_once(mine) == 1, obj
-        assert [ours[j["jobId"]] for _, _, j in mine] == [key for o, key in dropped if o == obj], obj
+        started = [ours[job_id] for job_id in start_order(timeline, obj, field="jobId")]
+        assert started == [key for o, key in dropped if o == obj], obj
     # ... so the row every file of an object shares holds the last dropped file's value
     assert {r["email"]: r["tier"] for r in sandbox.admin.records("contacts")}["shared@example.com"] == "v24"
     assert {r["email"]: r["city"] for r in sandbox.admin.records("profiles")}["shared@example.com"] == "v22"
@@ -173,9 +165,10 @@ def test_25_files_over_3_objects_all_complete_within_the_limit_one_job_per_objec
     assert aws.queue() == []
 
 
-def concurrency_refusals(sandbox: SandboxHandle) -> list[dict[str, Any]]:
+def capacity_refusals(sandbox: SandboxHandle, status: int) -> list[dict[str, Any]]:
+    """Starts the workspace itself refused with ``status`` (not an injected fault)."""
     starts = [r for r in sandbox.admin.requests(method="POST") if r["path"].endswith("/start")]
-    return [r for r in starts if r["status"] == 429 and not r.get("fault")]
+    return [r for r in starts if r["status"] == status and not r.get("fault")]
 
 
 def start_foreign_job(sandbox: SandboxHandle) -> str:

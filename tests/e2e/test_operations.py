@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Iterator
 
 import pytest
 
 from cli.local_stack import LocalStack
+from cli.main import main
 from cli.operations import redrive_intake, smoke
 from sandbox.testing import SandboxHandle
 
@@ -126,3 +128,51 @@ def test_the_smoke_command_runs_locally_without_aws(capsys):
     out = capsys.readouterr().out
     assert status == 0, out
     assert "smoke test PASSED" in out and out.count("PASS ") == 3
+
+
+@pytest.mark.slow
+def test_status_of_the_local_stack_shows_its_dead_letters_and_the_latest_outcomes(stack, sandbox, capsys):
+    # Given a file dropped while the API is down (its event ends in the intake's failure queue, its
+    # summary says failed) and, once the API is back, a file that completes and a record message
+    # that is not JSON (dead-lettered by the writer)
+    sandbox.admin.set_faults(API_DOWN)
+    stack.s3.put_object(Bucket=stack.bucket, Key="incoming/contacts/while-down.csv", Body=CSV)
+    stack.advance()
+    sandbox.admin.clear_faults()
+    stack.s3.put_object(Bucket=stack.bucket, Key="incoming/contacts/after.csv", Body=CSV)
+    stack.sqs.send_message(QueueUrl=stack.outputs["RecordQueueUrl"], MessageBody="not json")
+    stack.advance()
+    wait_for_outcome(stack, "incoming/contacts/after.csv", "completed")
+
+    # When the operator asks for the status of the local stack
+    flags = {
+        "--bucket": "IngestBucketName",
+        "--intake-dlq-url": "IntakeDeadLetterQueueUrl",
+        "--record-dlq-url": "RecordDeadLetterQueueUrl",
+        "--settle-dlq-url": "SettleDeadLetterQueueUrl",
+    }
+    args = [part for flag, output in flags.items() for part in (flag, stack.outputs[output])]
+    assert main(["status", *args]) == 0
+
+    # Then it shows each dead-letter queue's depth and both files' latest outcomes, newest first
+    lines = capsys.readouterr().out.splitlines()
+    assert "dead letters: intake failure queue 1, record DLQ 1, settle DLQ 0" in lines
+    listed = lines[lines.index("latest outcomes (2):") + 2 :]
+    assert [line.split()[2:] for line in listed] == [
+        ["completed", "incoming/contacts/after.csv"],
+        ["failed", "incoming/contacts/while-down.csv"],
+    ]
+
+
+def wait_for_outcome(stack: LocalStack, key: str, outcome: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            body = stack.s3.get_object(Bucket=stack.bucket, Key=f"results/{key}.json")["Body"].read()
+            if json.loads(body)["outcome"] == outcome:
+                return
+        except stack.s3.exceptions.NoSuchKey:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{key} not {outcome} after {timeout} s")
+        time.sleep(0.2)

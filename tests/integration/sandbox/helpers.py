@@ -1,12 +1,56 @@
-"""Helpers for the sandbox tests: polling and a whole import in one call."""
+"""Helpers for the sandbox tests: polling, a whole import in one call, the sandbox started as a user
+would (``experiture-ingest sandbox`` in its own process)."""
 
 from __future__ import annotations
 
 import gzip
+import os
+import socket
+import subprocess
+import sys
 import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_cli(*args: str) -> subprocess.Popen[str]:
+    """``experiture-ingest <args>`` through the console script (uv), else ``cli.main`` in a Python."""
+    uv = ROOT / ".tools" / "bin" / "uv"
+    cmd = [str(uv), "run", "--frozen", "--no-sync", "experiture-ingest", *args]
+    if not uv.exists():
+        cmd = [sys.executable, "-c", "import sys; from cli.main import main; sys.exit(main())", *args]
+    return subprocess.Popen(
+        cmd,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+
+
+def first_answer(
+    proc: subprocess.Popen[str], call: Callable[[], httpx.Response], timeout: float = 20.0
+) -> httpx.Response:
+    """``call``'s answer once the process listens (it must not exit meanwhile)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return call()
+        except httpx.TransportError:
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.1)
 
 
 def wait_import(api: httpx.Client, job_id: str, timeout: float = 10.0) -> dict[str, Any]:

@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
-import socket
 import sqlite3
-import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -17,9 +13,7 @@ import pytest
 
 from sandbox.testing import SandboxHandle, running_sandbox
 
-from .helpers import wait_batch
-
-ROOT = Path(__file__).resolve().parents[3]
+from .helpers import first_answer, free_port, start_cli, wait_batch
 
 
 def test_admin_lists_records_jobs_and_requests_then_reset_clears(
@@ -107,58 +101,24 @@ def test_realistic_speed_takes_time(tmp_path: Path) -> None:
         assert time.monotonic() - began >= 0.3
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.mark.slow
 def test_console_script_serves_the_sandbox(tmp_path: Path) -> None:
     # Given `experiture-ingest sandbox` started as a user would
-    port = _free_port()
-    uv = ROOT / ".tools" / "bin" / "uv"
-    cmd = [
-        str(uv),
-        "run",
-        "--frozen",
-        "--no-sync",
-        "experiture-ingest",
-        "sandbox",
-        "--port",
-        str(port),
-        "--token",
-        "t0ken",
-        "--speed",
-        "instant",
-        "--data-dir",
-        str(tmp_path),
-    ]
-    if not uv.exists():
-        cmd = [sys.executable, "-c", "import sys; from cli.main import main; sys.exit(main())", *cmd[5:]]
-    proc = subprocess.Popen(
-        cmd,
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    port = free_port()
+    proc = start_cli(
+        "sandbox", "--port", str(port), "--token", "t0ken", "--speed", "instant", "--data-dir", str(tmp_path)
     )
     try:
         banner = proc.stdout.readline() + proc.stdout.readline()  # type: ignore[union-attr]
         assert f"http://127.0.0.1:{port}/public/v1" in banner
         assert "t0ken" in banner
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                resp = httpx.get(
-                    f"http://127.0.0.1:{port}/public/v1/metadata/objects/contacts",
-                    headers={"Authorization": "Bearer t0ken"},
-                )
-                break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline and proc.poll() is None
-                time.sleep(0.1)
+        resp = first_answer(
+            proc,
+            lambda: httpx.get(
+                f"http://127.0.0.1:{port}/public/v1/metadata/objects/contacts",
+                headers={"Authorization": "Bearer t0ken"},
+            ),
+        )
         # Then it answers with the envelope and keeps state in the data dir
         assert resp.status_code == 200 and resp.json()["data"]["objectName"] == "contacts"
         assert (tmp_path / "sandbox.sqlite3").exists()

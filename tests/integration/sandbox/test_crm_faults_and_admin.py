@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -15,9 +11,8 @@ import pytest
 
 from sandbox.testing import SandboxHandle, running_sandbox
 
-from .helpers import crm_upsert, crm_wait
+from .helpers import crm_upsert, crm_wait, first_answer, free_port, start_cli
 
-ROOT = Path(__file__).resolve().parents[3]
 UPSERT = "/objects/vehicle/batch/upsert"
 RECORDS = [{"identifiers": {"ext_id": f"v{i}"}, "attributes": {"model": "A"}} for i in range(3)]
 
@@ -154,48 +149,26 @@ def test_options_set_the_key_object_types_and_switches_of_a_private_sandbox() ->
         assert sb.admin.crm_records("pet")[0]["attributes"] == {"name": "Rex"}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_console_script_serves_the_crm_emulator_too(tmp_path: Path) -> None:
     # Given `experiture-ingest sandbox` started with a CRM key and an object types file
     types_file = tmp_path / "types.json"
     types_file.write_text(json.dumps({"objectTypes": {"pet": {"attributes": ["name"]}}}))
-    port = _free_port()
+    port = free_port()
     args = ["sandbox", "--port", str(port), "--speed", "instant", "--crm-api-key", "k3y"]
-    args += ["--crm-object-types", str(types_file)]
-    uv = ROOT / ".tools" / "bin" / "uv"
-    cmd = [str(uv), "run", "--frozen", "--no-sync", "experiture-ingest", *args]
-    if not uv.exists():
-        cmd = [sys.executable, "-c", "import sys; from cli.main import main; sys.exit(main())", *args]
-    proc = subprocess.Popen(
-        cmd,
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
+    proc = start_cli(*args, "--crm-object-types", str(types_file))
     try:
         banner = "".join(proc.stdout.readline() for _ in range(8))  # type: ignore[union-attr]
         # Then the banner names the CRM base URL and key, and both object types answer
         assert f"http://127.0.0.1:{port}/crm/v3" in banner and "k3y" in banner
         base = f"http://127.0.0.1:{port}/crm/v3"
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                resp = httpx.post(
-                    f"{base}/objects/pet/batch/upsert",
-                    headers={"api-key": "k3y"},
-                    json={"records": [{"attributes": {"name": "Rex"}}]},
-                )
-                break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline and proc.poll() is None
-                time.sleep(0.1)
+        resp = first_answer(
+            proc,
+            lambda: httpx.post(
+                f"{base}/objects/pet/batch/upsert",
+                headers={"api-key": "k3y"},
+                json={"records": [{"attributes": {"name": "Rex"}}]},
+            ),
+        )
         assert resp.status_code == 202, resp.text
         vehicle = httpx.post(
             f"{base}/objects/vehicle/batch/upsert", headers={"api-key": "k3y"}, json={"records": [{}]}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -12,6 +13,7 @@ from moto import mock_aws
 
 from cli.local_aws import QUEUE_TABLE_ID, create_table, load_template
 from cli.main import main
+from cli.status import latest_outcomes
 from experiture_ingest.scheduling import QueueEntry, QueueTable
 
 
@@ -62,7 +64,8 @@ def test_status_lists_running_then_waiting_files_with_object_and_wait(dynamodb, 
     assert main(["status", "--json"]) == 0
 
     # Then the running file comes first, the waiting ones in the order they will start, with waits
-    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    rows = [r for r in lines if "status" in r]
     assert [(r["status"], r["object_name"], r["key"]) for r in rows] == [
         ("running", "contacts", "incoming/contacts/a.csv"),
         ("waiting", "contacts", "incoming/contacts/b.csv"),
@@ -105,3 +108,82 @@ def test_status_of_a_deployed_stack_finds_its_table_through_cloudformation(dynam
     out = capsys.readouterr().out
     assert "import queue prod-import-queue" in out
     assert "incoming/profiles/p.csv" in out and "0 running, 1 waiting" in out
+
+
+def test_status_shows_each_dead_letter_queue_depth_and_the_latest_outcomes_newest_first(dynamodb, capsys):
+    # Given a stack naming its intake and record DLQs and bucket in outputs, its settle DLQ only as a
+    # resource (an older stack), dead letters waiting, and three summaries written one after another
+    queue_table = {
+        "Type": "AWS::DynamoDB::Table",
+        "Properties": {
+            "TableName": "prod-import-queue",
+            "BillingMode": "PAY_PER_REQUEST",
+            "AttributeDefinitions": [{"AttributeName": k, "AttributeType": "S"} for k in ("pk", "sk")],
+            "KeySchema": [
+                {"AttributeName": "pk", "KeyType": "HASH"},
+                {"AttributeName": "sk", "KeyType": "RANGE"},
+            ],
+        },
+    }
+    template = {
+        "Resources": {
+            "ImportQueueTable": queue_table,
+            "IngestBucket": {"Type": "AWS::S3::Bucket", "Properties": {"BucketName": "prod-ingest-files"}},
+            "IntakeDeadLetterQueue": {"Type": "AWS::SQS::Queue", "Properties": {"QueueName": "intake-dlq"}},
+            "RecordDeadLetterQueue": {"Type": "AWS::SQS::Queue", "Properties": {"QueueName": "record-dlq"}},
+            "SettleDeadLetterQueue": {"Type": "AWS::SQS::Queue", "Properties": {"QueueName": "settle-dlq"}},
+        },
+        "Outputs": {
+            "ImportQueueTableName": {"Value": {"Ref": "ImportQueueTable"}},
+            "IngestBucketName": {"Value": {"Ref": "IngestBucket"}},
+            "IntakeDeadLetterQueueUrl": {"Value": {"Ref": "IntakeDeadLetterQueue"}},
+            "RecordDeadLetterQueueUrl": {"Value": {"Ref": "RecordDeadLetterQueue"}},
+        },
+    }
+    boto3.client("cloudformation", region_name="us-east-1").create_stack(
+        StackName="prod-ingest", TemplateBody=json.dumps(template)
+    )
+    sqs = boto3.client("sqs", region_name="us-east-1")
+    for name, count in [("record-dlq", 2), ("settle-dlq", 1)]:
+        url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
+        for n in range(count):
+            sqs.send_message(QueueUrl=url, MessageBody=f"dead letter {n}")
+    s3 = boto3.client("s3", region_name="us-east-1")
+    for n, outcome in enumerate(["completed", "failed", "completed_with_errors"]):
+        source = f"incoming/contacts/f{n}.csv"
+        body = {"outcome": outcome, "source": {"key": source}}
+        s3.put_object(Bucket="prod-ingest-files", Key=f"results/{source}.json", Body=json.dumps(body))
+        s3.put_object(Bucket="prod-ingest-files", Key=f"results/{source}.errors.jsonl", Body=b"{}")
+        time.sleep(1.05)  # S3 dates summaries to the second
+
+    # When the user asks for the stack's status, with the two latest outcomes
+    assert main(["status", "--stack", "prod-ingest", "--outcomes", "2"]) == 0
+
+    # Then each DLQ's depth is shown, and the two newest summaries, newest first
+    lines = capsys.readouterr().out.splitlines()
+    assert "dead letters: intake failure queue 0, record DLQ 2, settle DLQ 1" in lines
+    assert "latest outcomes (2):" in lines
+    listed = lines[lines.index("latest outcomes (2):") + 2 :]
+    assert [line.split()[2:] for line in listed] == [
+        ["completed_with_errors", "incoming/contacts/f2.csv"],
+        ["failed", "incoming/contacts/f1.csv"],
+    ]
+
+
+def test_status_outcomes_are_read_from_a_bounded_number_of_listed_pages(dynamodb):
+    # Given a bucket with more summaries than one page of the listing (pages of two)
+    s3 = boto3.client("s3", region_name="us-east-1")
+    s3.create_bucket(Bucket="many")
+    for n in range(5):
+        s3.put_object(
+            Bucket="many", Key=f"results/incoming/a/{n:04d}.csv.json", Body=b'{"outcome": "completed"}'
+        )
+
+    # When the latest outcomes are read from at most one page
+    outcomes = latest_outcomes(s3, "many", limit=3, max_pages=1, page_size=2)
+
+    # Then only that page's two summaries are read
+    assert sorted(o.key for o in outcomes) == [
+        "incoming/a/0000.csv",
+        "incoming/a/0001.csv",
+    ]

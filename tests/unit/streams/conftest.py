@@ -10,10 +10,15 @@ from moto import mock_aws
 
 
 @pytest.fixture
-def aws(monkeypatch) -> Iterator[tuple]:
+def aws_env(monkeypatch) -> None:
+    """A region and dummy credentials for moto: no test can reach a real account."""
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "x")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "x")
+
+
+@pytest.fixture
+def aws(aws_env) -> Iterator[tuple]:
     with mock_aws():
         sqs, s3 = boto3.client("sqs"), boto3.client("s3")
         s3.create_bucket(Bucket="kept")

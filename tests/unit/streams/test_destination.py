@@ -61,13 +61,7 @@ class Tiny:
 
 
 @pytest.fixture
-def aws(monkeypatch) -> Iterator[tuple[Any, ...]]:
-    for k, v in {
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_ACCESS_KEY_ID": "x",
-        "AWS_SECRET_ACCESS_KEY": "x",
-    }.items():
-        monkeypatch.setenv(k, v)
+def aws(aws_env) -> Iterator[tuple[Any, ...]]:
     with mock_aws():
         sqs, s3, db = boto3.client("sqs"), boto3.client("s3"), boto3.client("dynamodb")
         s3.create_bucket(Bucket="kept")

@@ -54,14 +54,8 @@ def api(request: httpx.Request) -> httpx.Response:
 
 
 @pytest.fixture
-def wired(monkeypatch):
-    for k, v in {
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_ACCESS_KEY_ID": "x",
-        "AWS_SECRET_ACCESS_KEY": "x",
-        "POWERTOOLS_METRICS_DISABLED": "true",
-    }.items():
-        monkeypatch.setenv(k, v)
+def wired(aws_env, monkeypatch):
+    monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", "true")
     with mock_aws():
         sqs, s3 = boto3.client("sqs"), boto3.client("s3")
         s3.create_bucket(Bucket="kept")
@@ -111,15 +105,9 @@ def test_missing_settings_fail_with_the_variable_name(monkeypatch):
         )
 
 
-def test_cli_send_and_replay(monkeypatch, tmp_path, capsys):
+def test_cli_send_and_replay(aws_env, tmp_path, capsys):
     from cli.main import main
 
-    for k, v in {
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_ACCESS_KEY_ID": "x",
-        "AWS_SECRET_ACCESS_KEY": "x",
-    }.items():
-        monkeypatch.setenv(k, v)
     with mock_aws():
         sqs = boto3.client("sqs")
         queue = sqs.create_queue(QueueName="q")["QueueUrl"]

@@ -16,13 +16,7 @@ from cli.main import main
 
 
 @pytest.fixture
-def queue(monkeypatch) -> Iterator[str]:
-    for k, v in {
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_ACCESS_KEY_ID": "x",
-        "AWS_SECRET_ACCESS_KEY": "x",
-    }.items():
-        monkeypatch.setenv(k, v)
+def queue(aws_env) -> Iterator[str]:
     with mock_aws():
         yield boto3.client("sqs").create_queue(QueueName="records")["QueueUrl"]
 
