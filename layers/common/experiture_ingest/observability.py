@@ -80,6 +80,12 @@ def quiet_chatty_libraries() -> None:
             library.setLevel(logging.INFO)
 
 
+def count_crm_answer(status: int) -> None:
+    """One HTTP answer of the CRM: CrmAnswers2xx/4xx/429/5xx."""
+    group = "429" if status == 429 else "5xx" if status >= 500 else "4xx" if status >= 400 else "2xx"
+    metrics.add_metric(name=f"CrmAnswers{group}", unit=MetricUnit.Count, value=1)
+
+
 def count_api_answer(status: int) -> None:
     """One HTTP answer of the API (or its token endpoint, or storage): ApiAnswers2xx/4xx/429/5xx."""
     if status == 429:
