@@ -14,6 +14,7 @@ CRM destination's record check demands.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable, Generator
@@ -31,6 +32,7 @@ from experiture_ingest.crm.errors import (
 )
 from experiture_ingest.crm.settings import CrmSettings
 
+logger = logging.getLogger(__name__)
 PROCESS_DONE = frozenset({"completed", "failed", "cancelled"})
 
 
@@ -167,9 +169,8 @@ class CrmClient:
 
     @property
     def worst_call_seconds(self) -> float:
-        """Every attempt at its timeouts plus the retry budget's waits."""
-        per_try = (self._timeout.connect or 0.0) + (self._timeout.read or 0.0)
-        return self.policy.max_attempts * per_try + self.policy.budget_seconds
+        """Its retry budget (attempts and waits), then a last attempt's connect and read."""
+        return self.policy.budget_seconds + (self._timeout.connect or 0.0) + (self._timeout.read or 0.0)
 
     def close(self) -> None:
         self._http.close()
@@ -200,6 +201,7 @@ class CrmClient:
             delay = self._next_delay(error, attempt, time.monotonic() - started)
             if delay is None:
                 raise error
+            logger.warning("CRM %s %s failed (%s); retry %d in %.2fs", method, path, error, attempt, delay)
             self._sleep(delay)
 
     def _once(self, method: str, path: str, body: bytes | None, on_process: bool) -> Any:

@@ -1,8 +1,9 @@
 """CRM destination settings, read from ``CRM_*`` environment variables.
 
 The vendor has no schema endpoint, so each object type's attribute list is configuration
-(``CRM_OBJECT_TYPES``, JSON ``{"vehicle": ["model", "brand"]}``); attributes not in it are dead-lettered
-(``CRM_UNKNOWN_ATTRIBUTES=dead_letter``, the default) rather than silently ignored by the vendor.
+(``CRM_OBJECT_TYPES``, JSON ``{"vehicle": ["model", "brand"]}``). A record with attributes not in it is
+dead-lettered whole (``CRM_UNKNOWN_ATTRIBUTES=dead_letter``, the default), or sent with the unknown
+names written to a report under ``reports/crm/`` (``report``), rather than silently ignored by the vendor.
 
 >>> s = CrmSettings.from_env({"CRM_API_KEY": "k", "CRM_OBJECT_TYPES": '{"vehicle": ["model"]}'})
 >>> s.enabled, s.api_url, s.object_types
@@ -33,7 +34,7 @@ class CrmSettings(BaseModel):
     # A Secrets Manager secret holding {"apiKey": "..."} (or the key as plain text). Empty: off.
     secret_arn: str | None = Field(default=None, alias="CRM_SECRET_ARN")
     object_types: dict[str, frozenset[str]] = Field(default_factory=dict, alias="CRM_OBJECT_TYPES")
-    unknown_attributes: Literal["dead_letter", "allow"] = Field(
+    unknown_attributes: Literal["dead_letter", "report"] = Field(
         default="dead_letter", alias="CRM_UNKNOWN_ATTRIBUTES"
     )
     connect_timeout_seconds: float = Field(default=5.0, gt=0, alias="CRM_CONNECT_TIMEOUT_SECONDS")

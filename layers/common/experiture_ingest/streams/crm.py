@@ -12,7 +12,9 @@ Checked here, before anything is sent, so a record that cannot land is dead-lett
   retried after a lost answer is a second upsert, harmless only for records it can find again;
 - at most 500 attributes and 10 associated records (the stricter reading of the vendor's limit);
 - every attribute must be in the object type's list (``CRM_OBJECT_TYPES``; the vendor has no schema
-  endpoint and silently drops attributes it does not define).
+  endpoint and silently drops attributes it does not define). With ``CRM_UNKNOWN_ATTRIBUTES=report``
+  such a record is sent instead, and the names it loses go to
+  ``reports/crm/<object type>/<day>/<process id>-unknown-attributes.json`` once the request is accepted.
 
 Requests hold at most 1,000 records and 10^6 bytes (the stricter reading of "1 MB"). Settling polls
 ``GET /processes/{id}``; records the process rejects in the background (an ``id`` matching nothing)
@@ -21,7 +23,9 @@ come back as invalid rows, so the settler reports them under ``reports/crm/<obje
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from experiture_ingest.crm import (
@@ -55,6 +59,8 @@ TOO_MANY_ASSOCIATIONS = "CRM.TOO_MANY_ASSOCIATIONS"
 UNKNOWN_ATTRIBUTES = "CRM.UNKNOWN_ATTRIBUTES"
 OBJECT_TYPE_UNCONFIGURED = "CRM.OBJECT_TYPE_NOT_CONFIGURED"
 _RECORD_KEYS = frozenset({"identifiers", "attributes", "associations"})
+# Writes one report document at a key of the payload bucket (PayloadStore.write_report).
+ReportWriter = Callable[[str, dict[str, Any]], None]
 
 
 def as_destination_error(exc: CrmError) -> DestinationError:
@@ -158,9 +164,20 @@ class CrmObjectRecords:
     limits = RequestLimits(CRM_MAX_RECORDS, CRM_MAX_BYTES, CRM_MAX_ATTRIBUTES)
     operations = frozenset({"upsert"})
 
-    def __init__(self, client: CrmClient | None, settings: CrmSettings) -> None:
+    def __init__(
+        self, client: CrmClient | None, settings: CrmSettings, reports: ReportWriter | None = None
+    ) -> None:
         self._client = client
         self._settings = settings
+        self._reports = reports
+
+    def with_reports(self, reports: ReportWriter) -> CrmObjectRecords:
+        """The same destination, writing unknown-attribute reports with ``reports`` (report mode)."""
+        return CrmObjectRecords(self._client, self._settings, reports)
+
+    @property
+    def reporting(self) -> bool:
+        return self._settings.unknown_attributes == "report"
 
     @classmethod
     def from_settings(cls, settings: CrmSettings, **client_options: Any) -> CrmObjectRecords:
@@ -190,14 +207,13 @@ class CrmObjectRecords:
                 RECORD_INVALID, "the CRM matches records by their identifiers; matchKey does not apply"
             )
         known = self._settings.object_types.get(target.object)
-        if known is None and self._settings.unknown_attributes == "dead_letter":
+        if known is None:
             raise DestinationError(
                 OBJECT_TYPE_UNCONFIGURED,
                 f"CRM_OBJECT_TYPES has no attribute list for {target.object!r}: the CRM has no schema "
-                "endpoint, so attributes cannot be checked (add the object type's attributes, or set "
-                "CRM_UNKNOWN_ATTRIBUTES=allow to send unchecked)",
+                "endpoint and drops unknown attributes without a word, so its records cannot be checked",
             )
-        return compile_check(known if self._settings.unknown_attributes == "dead_letter" else None)
+        return compile_check(None if self.reporting else known)
 
     def send_batch(self, target: Target, body: bytes, idempotency_key: str) -> Accepted:
         """``idempotency_key`` is not sent (the vendor has none); it names the kept request only."""
@@ -206,7 +222,38 @@ class CrmObjectRecords:
             process_id = client.upsert_batch(target.object, body)
         except CrmError as exc:
             raise as_destination_error(exc) from exc
+        if self.reporting:
+            # After the 202: a failure here sends the messages back, and their second upsert (by
+            # identifiers) ends the same, so the report is written at the latest then.
+            self._report_unknown(target, body, str(process_id))
         return Accepted(str(process_id))
+
+    def _report_unknown(self, target: Target, body: bytes, process_id: str) -> None:
+        known = self._settings.object_types.get(target.object, frozenset())
+        lost = [
+            {
+                "index": i,
+                "identifiers": r.get("identifiers"),
+                "attributes": sorted(set(r["attributes"]) - known),
+            }
+            for i, r in enumerate(json.loads(body)["records"])
+            if isinstance(r.get("attributes"), Mapping) and not r["attributes"].keys() <= known
+        ]
+        if not lost:
+            return
+        if self._reports is None:
+            raise RuntimeError("CRM_UNKNOWN_ATTRIBUTES=report needs a report writer (wiring.destinations)")
+        day = datetime.now(UTC).strftime("%Y-%m-%d")
+        self._reports(
+            f"reports/crm/{target.object}/{day}/{process_id}-unknown-attributes.json",
+            {
+                "destination": "crm",
+                "objectType": target.object,
+                "processId": process_id,
+                "outcome": "sent; the CRM ignores these attributes (not in CRM_OBJECT_TYPES), so they were not stored",
+                "records": lost,
+            },
+        )
 
     def job_state(self, object_name: str, job_id: str) -> JobState:
         if self._client is None:  # switched off after sending: wait until it is back

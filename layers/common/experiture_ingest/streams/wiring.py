@@ -22,13 +22,18 @@ if TYPE_CHECKING:
 
 
 def destinations(
-    settings: StreamSettings, client: ExperitureClient, crm: CrmObjectRecords | None = None
+    settings: StreamSettings,
+    client: ExperitureClient,
+    crm: CrmObjectRecords | None = None,
+    payloads: PayloadStore | None = None,
 ) -> Router:
-    """Experiture (the default) and the CRM (off, dead-lettering its messages, when ``crm`` is None)."""
+    """Experiture (the default) and the CRM (off, dead-lettering its messages, when ``crm`` is None);
+    ``payloads``: where the CRM writes its unknown-attribute reports."""
+    crm = crm or CrmObjectRecords(None, CrmSettings())
     return Router(
         {
             "experiture": ExperitureRecordsApi(client, settings.schema_ttl_seconds),
-            "crm": crm or CrmObjectRecords(None, CrmSettings()),
+            "crm": crm.with_reports(payloads.write_report) if payloads else crm,
         }
     )
 
@@ -49,7 +54,7 @@ def build_writer(
             raise ValueError("LEDGER_TABLE is set but no DynamoDB client was given")
         ledger = MessageLedger(dynamodb, settings.ledger_table)
     return StreamWriter(
-        destinations(settings, client, crm),
+        destinations(settings, client, crm, PayloadStore(s3, settings.payload_bucket)),
         Tracker(
             PayloadStore(s3, settings.payload_bucket),
             SettleQueue(sqs, settings.settle_queue_url, settings.cadence),
