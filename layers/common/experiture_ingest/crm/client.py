@@ -175,6 +175,12 @@ class CrmClient:
     def close(self) -> None:
         self._http.close()
 
+    def __enter__(self) -> CrmClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def upsert_batch(self, object_type: str, body: bytes) -> int:
         """Post one batch (the exact bytes); the process id."""
         answer = self._call("POST", f"/objects/{object_type}/batch/upsert", body=body)
