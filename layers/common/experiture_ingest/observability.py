@@ -82,8 +82,15 @@ def quiet_chatty_libraries() -> None:
 
 def count_crm_answer(status: int) -> None:
     """One HTTP answer of the CRM: CrmAnswers2xx/4xx/429/5xx."""
-    group = "429" if status == 429 else "5xx" if status >= 500 else "4xx" if status >= 400 else "2xx"
-    metrics.add_metric(name=f"CrmAnswers{group}", unit=MetricUnit.Count, value=1)
+    if status == 429:
+        name = "CrmAnswers429"
+    elif status >= 500:
+        name = "CrmAnswers5xx"
+    elif status >= 400:
+        name = "CrmAnswers4xx"
+    else:
+        name = "CrmAnswers2xx"
+    metrics.add_metric(name=name, unit=MetricUnit.Count, value=1)
 
 
 def count_api_answer(status: int) -> None:
