@@ -266,3 +266,23 @@ def test_a_failed_process_is_sent_again_and_lands_once(crm_stream: LocalStream, 
         f"v-{i}" for i in range(20)
     )
     assert [p["status"] for p in sandbox.admin.crm_processes()] == ["failed", "completed"]
+
+
+def test_the_writers_crm_report_is_within_its_s3_statements(crm_stream: LocalStream, sandbox: SandboxHandle):
+    import boto3
+
+    from tests.integration.streams.test_permissions import _allowed, _needs, _s3_grants
+
+    # Given every S3 call is recorded, and a vehicle with an unknown attribute in report mode
+    calls: list[tuple[str, dict]] = []
+    boto3._get_default_session().events.register(
+        "before-parameter-build.s3", lambda model, params, **_: calls.append((model.name, params))
+    )
+    with handler_env(crm_env(sandbox, crm_stream, CRM_UNKNOWN_ATTRIBUTES="report")):
+        enqueue(crm_stream, VEHICLE, [vehicle(1, colour="red")])
+        # When the writer runs
+        run_writer(crm_stream)
+    # Then its report went under reports/crm/, which the writer's statements allow
+    _, grants = _s3_grants("RecordWriterFunction")
+    assert any(c[1]["Key"].startswith("reports/crm/vehicle/") for c in calls)
+    assert {n for n in _needs(calls) if not _allowed(n, grants)} == set()
