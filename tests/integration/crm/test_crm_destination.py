@@ -286,3 +286,35 @@ def test_the_writers_crm_report_is_within_its_s3_statements(crm_stream: LocalStr
     _, grants = _s3_grants("RecordWriterFunction")
     assert any(c[1]["Key"].startswith("reports/crm/vehicle/") for c in calls)
     assert {n for n in _needs(calls) if not _allowed(n, grants)} == set()
+
+
+def test_fifo_a_group_mixing_both_destinations_is_packed_by_each_ones_limits(aws, sandbox: SandboxHandle):
+    import boto3
+
+    import functions.record_writer.app as writer_app
+
+    # Given one FIFO group: 1,500 vehicles for the CRM in 15 messages, then 20 events for Experiture
+    fifo = LocalStream.create(boto3.client("sqs"), boto3.client("s3"), name="mixed", fifo=True)
+    from experiture_ingest.streams.contract import envelope
+
+    bodies = [
+        json.dumps(envelope(VEHICLE, [vehicle(i) for i in range(n, n + 100)])) for n in range(0, 1500, 100)
+    ]
+    events = [
+        {"event_id": f"e{i}", "event_type": "click", "occurred_at": "2026-04-21T15:30:00Z"} for i in range(20)
+    ]
+    bodies.append(json.dumps(envelope(Target.parse("events:append"), events)))
+    for n, body in enumerate(bodies):
+        fifo.sqs.send_message(
+            QueueUrl=fifo.queue_url, MessageBody=body, MessageGroupId="g", MessageDeduplicationId=f"m{n}"
+        )
+
+    # When the writer runs and everything settles
+    with handler_env(crm_env(sandbox, fifo)):
+        fifo.drain_writer(writer_app.handler)
+        run_settler(fifo)
+
+    # Then the vehicles went in 2 CRM requests (1,000 + 500), each record stored once, nothing sent back
+    assert sorted(p["info"]["object_records"]["total"] for p in sandbox.admin.crm_processes()) == [500, 1000]
+    assert len(sandbox.admin.crm_records("vehicle")) == 1500 and len(sandbox.admin.records("events")) == 20
+    assert all(i.failures == [] for i in fifo.invocations) and fifo.dead_letters() == []
