@@ -318,3 +318,24 @@ def test_fifo_a_group_mixing_both_destinations_is_packed_by_each_ones_limits(aws
     assert sorted(p["info"]["object_records"]["total"] for p in sandbox.admin.crm_processes()) == [500, 1000]
     assert len(sandbox.admin.crm_records("vehicle")) == 1500 and len(sandbox.admin.records("events")) == 20
     assert all(i.failures == [] for i in fifo.invocations) and fifo.dead_letters() == []
+
+
+def test_a_crm_with_a_smaller_body_limit_gets_the_requests_split_until_they_fit(
+    crm_stream: LocalStream, sandbox: SandboxHandle
+):
+    for status in (413, 400):
+        # Given a CRM that takes only 300 kB a request (refused with 413, or 400), and 1,000 records of ~900 bytes
+        sandbox.admin.reset()
+        sandbox.admin.crm_configure(maxBodyBytes=300_000, bodyTooLargeStatus=status)
+        enqueue(crm_stream, VEHICLE, [vehicle(i, color="x" * 800) for i in range(1000)])
+
+        # When they are written
+        run_writer(crm_stream)
+        run_settler(crm_stream)
+
+        # Then the refused request was split until each part fit, and each record is stored once
+        assert sorted(r["ext_id"] for r in sandbox.admin.crm_records("vehicle")) == sorted(
+            f"v-{i}" for i in range(1000)
+        )
+        assert status in [u["status"] for u in _upserts(sandbox)]
+        assert crm_stream.dead_letters() == []
