@@ -339,3 +339,23 @@ def test_a_crm_with_a_smaller_body_limit_gets_the_requests_split_until_they_fit(
         )
         assert status in [u["status"] for u in _upserts(sandbox)]
         assert crm_stream.dead_letters() == []
+
+
+def test_an_object_type_without_an_attribute_list_is_dead_lettered_before_any_request(
+    crm_stream: LocalStream, sandbox: SandboxHandle
+):
+    # Given an object type the CRM has but our configuration does not list (attributes unknown)
+    sandbox.admin.crm_set_object_type("boat", ["name"], [])
+    enqueue(
+        crm_stream,
+        Target.parse("crm/boat:upsert"),
+        [{"identifiers": {"ext_id": "b-1"}, "attributes": {"name": "x"}}],
+    )
+
+    # When it is written
+    run_writer(crm_stream)
+
+    # Then the message is dead-lettered saying why, and nothing was sent (nothing could be dropped)
+    (letter,) = letters_by_code(crm_stream)["CRM.OBJECT_TYPE_NOT_CONFIGURED"]
+    assert "CRM_OBJECT_TYPES" in letter["attributes"]["experiture.errorMessage"]
+    assert _upserts(sandbox) == []
