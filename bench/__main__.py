@@ -15,6 +15,7 @@ BENCHMARKS = {
     "file_upload": [],
     "stream_writer": ["--records", "25000", "--per-message", "100", "--rounds", "7"],
     "cold_start": ["--rounds", "9"],
+    "import_queue": ["--files", "200", "--capacity", "10", "--objects", "5", "--rounds", "3"],
 }
 
 

@@ -28,6 +28,10 @@ class FileOptions(ListOptions, MappingFields):
     model_config = ConfigDict(extra="forbid")
 
     object_name: str | None = Field(default=None, min_length=1, description="Overrides the folder name")
+    parallel_jobs: bool | None = Field(
+        default=None,
+        description="Let jobs of this folder run together (only when their keys never overlap, guide 003)",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> FileOptions:
