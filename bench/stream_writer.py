@@ -11,8 +11,12 @@ messages of ``--per-message`` records, shuffled; a second run replaces 1% of the
 - **Wall time** of one invocation with a simulated 20 ms per API call and 10 ms per S3/SQS/DynamoDB
   call, sequential (one request at a time, as before) against concurrent (``STREAM_SEND_CONCURRENCY``).
 
-The API is the real client over an in-process transport answering like the Records API; AWS is a
-stand-in that accepts every call. A fresh writer per run (no warm schema cache or state carried over),
+A third run sends the same number of records to the second destination, the CRM (one object type,
+records in its own shape), through the same router and writer: requests and CPU per 10,000 records
+beside Experiture's mix, in the same run (``--crm``, on by default).
+
+The API is the real client over an in-process transport answering like the Records API (and the CRM
+client over one answering like the CRM); AWS is a stand-in that accepts every call. A fresh writer per run (no warm schema cache or state carried over),
 the order of the ways rotated each round, medians of ``--rounds`` rounds.
 
     .tools/bin/uv run --frozen --no-sync python -m bench.stream_writer [--records 25000] [--rounds 5]
@@ -33,9 +37,12 @@ from typing import Any
 import httpx
 
 from experiture_ingest.client import BearerToken, ExperitureClient, RetryPolicy
+from experiture_ingest.crm import ApiKey, CrmClient, CrmSettings
 from experiture_ingest.streams.checking import InboundMessage
 from experiture_ingest.streams.contract import Target
+from experiture_ingest.streams.crm import CrmObjectRecords
 from experiture_ingest.streams.deadletters import DeadLetterQueue
+from experiture_ingest.streams.destination import Router
 from experiture_ingest.streams.experiture import ExperitureRecordsApi
 from experiture_ingest.streams.ledger import MessageLedger
 from experiture_ingest.streams.producer import message_bodies
@@ -168,6 +175,41 @@ class Api:
         return httpx.Response(202, json={"success": True, "data": data, "correlationId": "c"})
 
 
+VEHICLE = Target.parse("crm/vehicle:upsert")
+VEHICLE_ATTRIBUTES = ["model", "brand", "year", "color", "price", "engine_type", "registered_at"]
+
+
+def crm_batch(records: int, per_message: int) -> list[InboundMessage]:
+    """``records`` vehicles in the CRM's shape (about the size of a contact), shuffled messages."""
+    rows = [
+        {
+            "identifiers": {"ext_id": f"v{i}"},
+            "attributes": {
+                "model": "Clio",
+                "brand": "Renault",
+                "year": 2020 + i % 6,
+                "price": 9500.0 + i,
+                "registered_at": "2026-04-21T15:30:00Z",
+            },
+        }
+        for i in range(records)
+    ]
+    bodies = list(message_bodies(VEHICLE, rows, max_records=per_message, max_bytes=1024 * 1024))
+    random.Random(7).shuffle(bodies)
+    return [InboundMessage(f"c{i}", b) for i, b in enumerate(bodies)]
+
+
+class Crm:
+    """Answers like the CRM's batch upsert (202 with a processId)."""
+
+    def __init__(self) -> None:
+        self.posts = 0
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.posts += 1
+        return httpx.Response(202, json={"message": "accepted", "processId": self.posts})
+
+
 class Aws:
     """S3, SQS and DynamoDB stand-in: accepts every call after ``delay`` seconds."""
 
@@ -188,23 +230,36 @@ class Aws:
 def run_writer(
     messages: list[InboundMessage], *, api_delay: float, aws_delay: float, concurrency: int
 ) -> tuple[float, float, FlushReport, int, int]:
-    """(CPU s, wall s, report, API posts, AWS calls) of one invocation by a fresh writer."""
-    api, aws = Api(api_delay), Aws(aws_delay)
+    """(CPU s, wall s, report, API posts, AWS calls) of one invocation by a fresh writer (both
+    destinations behind a router, as deployed; API posts: to either)."""
+    api, aws, crm = Api(api_delay), Aws(aws_delay), Crm()
     client = ExperitureClient(
         "https://api.test/public/v1",
         BearerToken("t"),
         transport=httpx.MockTransport(api),
         retry=RetryPolicy(max_attempts=1),
     )
+    crm_client = CrmClient(
+        "https://crm.test/v3",
+        ApiKey("k"),
+        transport=httpx.MockTransport(crm),
+        policy=RetryPolicy(max_attempts=1),
+    )
+    router = Router(
+        {
+            "experiture": ExperitureRecordsApi(client),
+            "crm": CrmObjectRecords(crm_client, CrmSettings(object_types={"vehicle": VEHICLE_ATTRIBUTES})),
+        }
+    )
     writer = StreamWriter(
-        ExperitureRecordsApi(client),
+        router,
         Tracker(PayloadStore(aws, "kept"), SettleQueue(aws, "settle"), MessageLedger(aws, "ledger")),  # type: ignore[arg-type]
         DeadLetterQueue(aws, "dlq"),  # type: ignore[arg-type]
         concurrency=concurrency,
     )
     wall, cpu = time.perf_counter(), time.process_time()
     report = writer.write(messages, fifo=False)
-    return time.process_time() - cpu, time.perf_counter() - wall, report, api.posts, aws.calls
+    return time.process_time() - cpu, time.perf_counter() - wall, report, api.posts + crm.posts, aws.calls
 
 
 def bare_json(messages: list[InboundMessage]) -> float:
@@ -215,7 +270,7 @@ def bare_json(messages: list[InboundMessage]) -> float:
             document = json.loads(message.body)
         except RecursionError:
             continue
-        for record in document["records"]:
+        for record in document["records"] if isinstance(document, dict) else document:
             with contextlib.suppress(ValueError, RecursionError):
                 json.dumps(record, separators=(",", ":"), ensure_ascii=False)
     return time.process_time() - cpu
@@ -227,8 +282,11 @@ def main() -> None:
     parser.add_argument("--per-message", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--concurrency", type=int, default=6)
+    parser.add_argument("--no-crm", dest="crm", action="store_false", help="skip the CRM destination's run")
     args = parser.parse_args()
     scale = 10_000 / args.records
+    if args.crm:
+        destinations(args, scale)
     for poison_rate in (0.0, 0.01):
         messages, poisoned = batch(args.records, args.per_message, poison_rate)
         size = sum(len(m.body.encode("utf-8", "surrogatepass")) for m in messages) / 1e6
@@ -268,6 +326,37 @@ def main() -> None:
             f"concurrent ({args.concurrency}) {conc * 1000:6.0f} ms ({seq / conc:.1f}x faster); "
             f"of which waiting on calls: {(seq - bare_wall) * 1000:.0f} ms vs {(conc - bare_wall) * 1000:.0f} ms "
             f"(the same invocation without latency: {bare_wall * 1000:.0f} ms)"
+        )
+
+
+def destinations(args: argparse.Namespace, scale: float) -> None:
+    """Experiture's mix and the same number of CRM records, requests and CPU per 10,000 records."""
+    mix, _ = batch(args.records, args.per_message, 0.0)
+    crm = crm_batch(args.records, args.per_message)
+    ways: dict[str, Callable[[], Any]] = {
+        "experiture": functools.partial(run_writer, mix, api_delay=0, aws_delay=0, concurrency=1),
+        "experiture-json": functools.partial(bare_json, mix),
+        "crm": functools.partial(run_writer, crm, api_delay=0, aws_delay=0, concurrency=1),
+        "crm-json": functools.partial(bare_json, crm),
+    }
+    results: dict[str, list[Any]] = {name: [] for name in ways}
+    names = list(ways)
+    for round_ in range(args.rounds):
+        for name in names[round_ % len(names) :] + names[: round_ % len(names)]:
+            results[name].append(ways[name]())
+    print(
+        f"\ndestinations: {args.records} records each, messages of {args.per_message}; Experiture: the "
+        f"6-target mix, CRM: one object type; medians of {args.rounds} rounds, order rotated"
+    )
+    for name, messages in (("experiture", mix), ("crm", crm)):
+        cpu = statistics.median(r[0] for r in results[name])
+        bare = statistics.median(results[f"{name}-json"])
+        _, _, report, posts, _ = results[name][0]
+        size = sum(len(m.body) for m in messages) / 1e6
+        print(
+            f"  {name:10} {posts * scale:5.1f} requests per 10k records ({posts} in all, "
+            f"{report.records_written} written, {size:.1f} MB of messages), CPU per 10k records "
+            f"{cpu * scale * 1000:5.0f} ms, bare json {bare * scale * 1000:4.0f} ms, ratio {cpu / bare:4.2f}x"
         )
 
 

@@ -1,5 +1,6 @@
 """The stream part of ``make demo``: records through local SQS (moto), the writer and the settler
-(in-process handlers) into the sandbox, with a bad record dead-lettered on the way.
+(in-process handlers) into the sandbox, with a bad record dead-lettered on the way. The same queue
+also carries a handful of records for the second destination, the CRM emulator (``/crm/v3``).
 
 ``run(sandbox_handle, workdir)`` prints its progress; the lead's ``cli/demo.py`` calls it.
 """
@@ -17,6 +18,28 @@ from experiture_ingest.streams.producer import send_records
 
 CONTACTS = Target.parse("contacts:upsert:email")
 EVENTS = Target.parse("events:append")
+GARAGES = Target.parse("crm/garage:upsert")
+VEHICLES = Target.parse("crm/vehicle:upsert")
+
+
+def _crm_records() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """3 garages and 6 vehicles; one vehicle has a typo'd attribute the CRM would silently drop."""
+    garages = [
+        {"identifiers": {"ext_id": f"demo-g{i}"}, "attributes": {"name": f"Garage {i}", "city": city}}
+        for i, city in enumerate(("Lyon", "Nantes", "Lille"))
+    ]
+    vehicles = [
+        {
+            "identifiers": {"ext_id": f"demo-v{i}"},
+            "attributes": {"model": model, "brand": "Renault", "year": 2020 + i},
+            "associations": [
+                {"object_type": "garage", "records": [{"identifiers": {"ext_id": f"demo-g{i % 3}"}}]}
+            ],
+        }
+        for i, model in enumerate(("Clio", "Megane", "Zoe", "Captur", "Kangoo", "Twingo"))
+    ]
+    vehicles[4]["attributes"] = {"model": "Kangoo", "colour": "red"}  # colour: not an attribute of vehicle
+    return garages, vehicles
 
 
 def run(sandbox_handle: Any, workdir: Path) -> None:
@@ -63,21 +86,45 @@ def run(sandbox_handle: Any, workdir: Path) -> None:
             print(
                 f"streams: enqueued {len(contacts)} contact upserts and {len(events)} event appends in {sent} messages"
             )
-            env = stream.env(sandbox_handle.base_url, sandbox_handle.token)
+            garages, vehicles = _crm_records()
+            crm_before = {t: len(sandbox_handle.admin.crm_records(t)) for t in ("garage", "vehicle")}
+            send_records(stream.sqs, stream.queue_url, GARAGES, garages)
+            print(
+                f"streams: enqueued {len(garages)} garages for the CRM on the same queue "
+                '(an envelope with "destination": "crm")'
+            )
+            env = stream.env(
+                sandbox_handle.base_url,
+                sandbox_handle.token,
+                crm_url=sandbox_handle.crm_base_url,
+                crm_key=sandbox_handle.crm_api_key,
+            )
             with handler_env(env):
                 invocations = stream.drain_writer(writer_app.handler, batch_size=2000)
-                posts = sandbox_handle.admin.requests(method="POST", path="/public/v1/records/")
-                print(
-                    f"streams: writer ran {invocations} invocation(s), sending {len(posts)} batch request(s)"
-                )
                 stream.drain_settle(settler_app.handler)
-                print("streams: every batch job settled")
+                # A vehicle links to its garage, which must exist by then: they go once garages landed.
+                send_records(stream.sqs, stream.queue_url, VEHICLES, vehicles)
+                print(f"streams: enqueued {len(vehicles)} vehicles for the CRM, each linked to a garage")
+                invocations += stream.drain_writer(writer_app.handler, batch_size=2000)
+                stream.drain_settle(settler_app.handler)
+                posts = sandbox_handle.admin.requests(method="POST", path="/public/v1/records/")
+                crm_posts = sandbox_handle.admin.requests(method="POST", path="/crm/v3/objects/")
+                print(
+                    f"streams: writer ran {invocations} invocation(s): {len(posts)} batch request(s) to "
+                    f"Experiture, {len(crm_posts)} upsert request(s) to the CRM; every job and process settled"
+                )
             after = {
                 "contacts": len(sandbox_handle.admin.records("contacts")),
                 "events": len(sandbox_handle.admin.records("events")),
             }
             for name, count in after.items():
-                print(f"streams: {name}: {count - before[name]} new records in the sandbox")
+                print(f"streams: Experiture {name}: {count - before[name]} new records in the sandbox")
+            for object_type, count in crm_before.items():
+                rows = sandbox_handle.admin.crm_records(object_type)
+                print(
+                    f"streams: CRM {object_type}: {len(rows) - count} new records in the emulator "
+                    f"({', '.join(sorted(r['ext_id'] for r in rows if str(r['ext_id']).startswith('demo-')))})"
+                )
             letters = stream.dead_letters()
             for letter in letters:
                 attrs = letter["attributes"]

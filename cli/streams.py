@@ -1,6 +1,7 @@
 """``experiture-ingest send`` and ``experiture-ingest replay-dlq``: the stream path's user commands.
 
     experiture-ingest send --queue-url URL --object contacts --operation upsert --match-key email records.jsonl
+    experiture-ingest send --queue-url URL --destination crm --object vehicle --operation upsert vehicles.jsonl
     cat records.jsonl | experiture-ingest send --queue-url URL --object events --operation append -
     experiture-ingest replay-dlq --dlq-url DLQ_URL --queue-url URL [--max 100]
 
@@ -52,7 +53,12 @@ def add_command(subparsers: Any) -> None:
     )
     send.add_argument("file", help="JSONL file of records, or - for stdin")
     send.add_argument("--queue-url", required=True, help="the record queue (stack output RecordQueueUrl)")
-    send.add_argument("--object", required=True, help="target object, e.g. contacts")
+    send.add_argument(
+        "--destination", default="experiture", help="experiture (default) or crm (records in the CRM's shape)"
+    )
+    send.add_argument(
+        "--object", required=True, help="target object, e.g. contacts (for crm: the object type)"
+    )
     send.add_argument("--operation", required=True, choices=["append", "upsert"])
     send.add_argument("--match-key", default=None, help="upsert only: the field to merge on")
     send.add_argument("--group-id", default=None, help="FIFO queues: the message group id")
@@ -111,7 +117,12 @@ def _send(args: argparse.Namespace) -> int:
 def _send_file(args: argparse.Namespace) -> int:
     try:
         target = Target.model_validate(
-            {"object": args.object, "operation": args.operation, "match_key": args.match_key}
+            {
+                "object": args.object,
+                "operation": args.operation,
+                "match_key": args.match_key,
+                "destination": args.destination,
+            }
         )
     except ValidationError as exc:
         print(f"error: {exc.errors(include_url=False)[0]['msg']}", file=sys.stderr)

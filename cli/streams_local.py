@@ -98,9 +98,34 @@ class LocalStream:
             )
         return cls(sqs, s3, queue_url, dlq_url, settle_url, settle_dlq, bucket, ledger_table=ledger)
 
-    def env(self, api_url: str, token: str, **extra: str) -> dict[str, str]:
-        """The environment the two functions read (the template sets the same variables)."""
+    def env(
+        self,
+        api_url: str,
+        token: str,
+        *,
+        crm_url: str | None = None,
+        crm_key: str | None = None,
+        crm_object_types: dict[str, list[str]] | None = None,
+        **extra: str,
+    ) -> dict[str, str]:
+        """The environment the two functions read (the template sets the same variables).
+
+        ``crm_url``/``crm_key``: the CRM emulator (the CRM destination is off without them);
+        ``crm_object_types``: the attribute lists (default: the emulator's default object types).
+        """
+        crm: dict[str, str] = {}
+        if crm_url and crm_key:
+            if crm_object_types is None:
+                from sandbox.crm.config import DEFAULT_OBJECT_TYPES
+
+                crm_object_types = {name: spec["attributes"] for name, spec in DEFAULT_OBJECT_TYPES.items()}
+            crm = {
+                "CRM_API_URL": crm_url,
+                "CRM_API_KEY": crm_key,
+                "CRM_OBJECT_TYPES": json.dumps(crm_object_types),
+            }
         return {
+            **crm,
             "EXPERITURE_API_URL": api_url,
             "EXPERITURE_API_TOKEN": token,
             "DEAD_LETTER_QUEUE_URL": self.dlq_url,

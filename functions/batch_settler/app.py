@@ -13,7 +13,14 @@ from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools.metrics import MetricUnit
 
-from experiture_ingest.observability import count_api_answer, logger, metrics, setup_logging, tracer
+from experiture_ingest.observability import (
+    count_api_answer,
+    count_crm_answer,
+    logger,
+    metrics,
+    setup_logging,
+    tracer,
+)
 
 if TYPE_CHECKING:  # the rest loads on the first batch (cold start: bench/cold_start.py)
     from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
@@ -39,13 +46,16 @@ def settler() -> Settler:
     import boto3
 
     from experiture_ingest.client import ClientSettings, ExperitureClient
+    from experiture_ingest.crm import CrmSettings
+    from experiture_ingest.streams.crm import CrmObjectRecords
     from experiture_ingest.streams.settings import StreamSettings, aws_client_config
     from experiture_ingest.streams.wiring import build_settler
 
     client = ExperitureClient.from_settings(ClientSettings.from_env(), on_answer=count_api_answer)
     config = aws_client_config()
     sqs, s3 = boto3.client("sqs", config=config), boto3.client("s3", config=config)
-    return build_settler(StreamSettings.from_env(), client, sqs, s3)
+    crm = CrmObjectRecords.from_settings(CrmSettings.from_env(), on_answer=count_crm_answer)
+    return build_settler(StreamSettings.from_env(), client, sqs, s3, crm=crm)
 
 
 def settle_record(record: SQSRecord, budget: Budget | None = None) -> str:

@@ -13,7 +13,14 @@ from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools.metrics import MetricUnit
 
-from experiture_ingest.observability import count_api_answer, logger, metrics, setup_logging, tracer
+from experiture_ingest.observability import (
+    count_api_answer,
+    count_crm_answer,
+    logger,
+    metrics,
+    setup_logging,
+    tracer,
+)
 
 if TYPE_CHECKING:  # the rest loads on the first batch (cold start: bench/cold_start.py)
     from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -35,6 +42,8 @@ def writer() -> StreamWriter:
     import boto3
 
     from experiture_ingest.client import ClientSettings, ExperitureClient
+    from experiture_ingest.crm import CrmSettings
+    from experiture_ingest.streams.crm import CrmObjectRecords
     from experiture_ingest.streams.settings import StreamSettings, aws_client_config
     from experiture_ingest.streams.wiring import build_writer
 
@@ -45,7 +54,8 @@ def writer() -> StreamWriter:
     config = aws_client_config()
     dynamodb = boto3.client("dynamodb", config=config) if settings.ledger_table else None
     sqs, s3 = boto3.client("sqs", config=config), boto3.client("s3", config=config)
-    return build_writer(settings, client, sqs, s3, dynamodb)
+    crm = CrmObjectRecords.from_settings(CrmSettings.from_env(), on_answer=count_crm_answer)
+    return build_writer(settings, client, sqs, s3, dynamodb, crm=crm)
 
 
 def _publish(report: FlushReport) -> None:

@@ -22,6 +22,9 @@ def test_demo_runs_files_and_streams_and_reports_outcomes(capsys, tmp_path):
     # and the streams part landed every good record, dead-lettering the one bad record with its reason
     assert re.search(r"contacts: 2999 new records", out) and re.search(r"events: 2000 new records", out)
     assert "dead letter: VALIDATION_TYPE_MISMATCH" in out
+    # and the CRM got its garages and vehicles, the one with an attribute it does not define dead-lettered
+    assert "CRM garage: 3 new records" in out and "CRM vehicle: 5 new records" in out
+    assert "dead letter: CRM.UNKNOWN_ATTRIBUTES" in out and "'colour'" in out
     # and no CloudWatch metric blob or traceback reached the screen
     assert '"_aws"' not in out and "Traceback" not in out
     # and what it printed is there to read afterwards

@@ -80,6 +80,19 @@ def quiet_chatty_libraries() -> None:
             library.setLevel(logging.INFO)
 
 
+def count_crm_answer(status: int) -> None:
+    """One HTTP answer of the CRM: CrmAnswers2xx/4xx/429/5xx."""
+    if status == 429:
+        name = "CrmAnswers429"
+    elif status >= 500:
+        name = "CrmAnswers5xx"
+    elif status >= 400:
+        name = "CrmAnswers4xx"
+    else:
+        name = "CrmAnswers2xx"
+    metrics.add_metric(name=name, unit=MetricUnit.Count, value=1)
+
+
 def count_api_answer(status: int) -> None:
     """One HTTP answer of the API (or its token endpoint, or storage): ApiAnswers2xx/4xx/429/5xx."""
     if status == 429:

@@ -38,6 +38,8 @@ def _s3_grants(function: str) -> tuple[list[str], set[tuple[str, str]]]:
     grants: set[tuple[str, str]] = set()
     for policy in policies:
         for statement in policy.get("Statement", []):
+            if statement is None:  # a conditional statement (!If): not an S3 grant here
+                continue
             actions = statement["Action"]
             resources = statement["Resource"]
             for action in [actions] if isinstance(actions, str) else actions:

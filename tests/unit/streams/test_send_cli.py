@@ -142,3 +142,33 @@ def test_a_send_that_fails_partway_says_how_to_resume_and_the_resume_queues_noth
     assert _send(path, queue, "--start-line", str(resume)) == 0
     emails = _queued(queue)
     assert len(emails) == 20_000 and len(set(emails)) == 20_000
+
+
+def test_send_to_the_crm_names_the_destination_in_every_envelope(tmp_path, queue):
+    # Given a JSONL file of vehicles in the CRM's shape
+    path = tmp_path / "vehicles.jsonl"
+    path.write_text("\n".join(json.dumps({"identifiers": {"ext_id": f"v{i}"}}) for i in range(3)))
+    # When it is sent with --destination crm
+    code = main(
+        [
+            "send",
+            str(path),
+            "--queue-url",
+            queue,
+            "--destination",
+            "crm",
+            "--object",
+            "vehicle",
+            "--operation",
+            "upsert",
+        ]
+    )
+    # Then the envelope names the CRM (Experiture stays the default otherwise)
+    [message] = boto3.client("sqs").receive_message(QueueUrl=queue)["Messages"]
+    body = json.loads(message["Body"])
+    assert (
+        code == 0
+        and body["destination"] == "crm"
+        and body["object"] == "vehicle"
+        and len(body["records"]) == 3
+    )

@@ -26,7 +26,7 @@ from experiture_ingest.streams.contract import (
     parse_message,
 )
 from experiture_ingest.streams.deadletters import DeadLetter, dead_letter
-from experiture_ingest.streams.destination import Destination, DestinationError, RecordCheck
+from experiture_ingest.streams.destination import Destination, DestinationError, RecordCheck, routed
 from experiture_ingest.streams.packing import StagedMessage, split_to_fit
 from experiture_ingest.streams.timing import Budget
 
@@ -61,9 +61,7 @@ class Checker:
         self._default = default
         self._budget = budget
         self._checks: dict[Target, RecordCheck | DestinationError] = {}
-        limits = destination.limits
-        self._max_fields = limits.max_fields
-        self._max_request_bytes = limits.max_bytes
+        self._max_fields = destination.limits.max_fields
 
     def check(self, message: InboundMessage, position: int) -> Checked:
         try:
@@ -117,8 +115,10 @@ class Checker:
         good: list[dict[str, Any]] = []
         encoded: list[bytes] = []
         indices: list[int] = []
-        frame = self._destination.frame(target)
-        room = self._max_request_bytes - len(frame[0]) - len(frame[1])  # a record must fit one request
+        member = routed(self._destination, target.destination)
+        limits = member.limits
+        frame = member.frame(target)
+        room = limits.max_bytes - len(frame[0]) - len(frame[1])  # a record must fit one request
         for record, data, index in zip(parsed.records, parsed.encoded, parsed.indices, strict=True):
             try:
                 found = (
@@ -138,7 +138,6 @@ class Checker:
             whole = StagedMessage(
                 message.message_id, position, target, good, encoded, message.group_id, indices
             )
-            limits = self._destination.limits
             checked.staged = split_to_fit(
                 whole, max_records=limits.max_records, max_bytes=limits.max_bytes, frame=frame
             )
@@ -149,17 +148,22 @@ class Checker:
         known = self._checks.get(target)
         if known is not None:
             return known
-        if target.operation not in self._destination.operations:
+        try:
+            member = routed(self._destination, target.destination)
+        except DestinationError as exc:
+            self._checks[target] = exc
+            return exc
+        if target.operation not in member.operations:
             refused = DestinationError(
                 CONTRACT_INVALID,
-                f"{self._destination.name} does not offer the operation {target.operation!r}",
+                f"{member.name} does not offer the operation {target.operation!r}",
             )
             self._checks[target] = refused
             return refused
-        if not self._budget.fits(self._destination.call_seconds):
+        if not self._budget.fits(member.call_seconds):
             return None
         try:
-            found: RecordCheck | DestinationError = self._destination.checker(target)
+            found: RecordCheck | DestinationError = member.checker(target)
         except DestinationError as exc:
             if exc.retryable:
                 logger.warning("cannot check records for %s now: %s", target, exc)

@@ -2,19 +2,22 @@
 
 Three forms, tried in this order:
 
-1. An **envelope** body: a JSON object whose keys are among ``object``, ``operation``, ``matchKey``,
-   ``record``, ``records`` and which holds ``record`` (one) or ``records`` (a list of 1 to 10,000).
+1. An **envelope** body: a JSON object whose keys are among ``destination``, ``object``,
+   ``operation``, ``matchKey``, ``record``, ``records`` and which holds ``record`` (one) or
+   ``records`` (a list of 1 to 10,000).
 2. A **bare record** (or a JSON list of bare records) with the target in message attributes
-   ``experiture.object``, ``experiture.operation`` and optionally ``experiture.matchKey``.
+   ``experiture.destination``, ``experiture.object``, ``experiture.operation`` and optionally
+   ``experiture.matchKey``.
 3. A **bare record** on a queue whose writer has a default target (``STREAM_DEFAULT_TARGET``,
-   ``object:operation[:matchKey]``).
+   ``[destination/]object:operation[:matchKey]``).
 
-Envelope fields win over attributes, attributes over the queue default.
+Envelope fields win over attributes, attributes over the queue default. The destination is
+``experiture`` unless the message, or the destination of the queue's default target, names another.
 
 >>> message = parse_message('{"object": "contacts", "operation": "upsert", "matchKey": "email",'
 ...                         ' "records": [{"email": "a@example.com"}, {"email": "b@example.com"}]}')
 >>> message.target, len(message.records)
-(Target(object='contacts', operation='upsert', match_key='email'), 2)
+(Target(object='contacts', operation='upsert', match_key='email', destination='experiture'), 2)
 >>> parse_message('{"email": "c@example.com"}', default=Target.parse("contacts:append")).target.operation
 'append'
 >>> parse_message('{"email": "c@example.com"}')  # doctest: +ELLIPSIS
@@ -41,7 +44,11 @@ OPERATIONS: tuple[str, ...] = ("append", "upsert")
 ATTR_OBJECT = "experiture.object"
 ATTR_OPERATION = "experiture.operation"
 ATTR_MATCH_KEY = "experiture.matchKey"
-_ENVELOPE_KEYS = frozenset({"object", "operation", "matchKey", "record", "records"})
+ATTR_DESTINATION = "experiture.destination"
+_ENVELOPE_KEYS = frozenset({"destination", "object", "operation", "matchKey", "record", "records"})
+DEFAULT_DESTINATION = "experiture"
+DESTINATION_PATTERN = r"[a-z][a-z0-9_-]{0,31}"
+_DESTINATION_NAME = re.compile(DESTINATION_PATTERN)
 
 # Reason codes this package puts on dead letters (the API's own codes are used as they come).
 MALFORMED_JSON = "STREAM.MALFORMED_JSON"
@@ -86,13 +93,14 @@ class ContractError(Exception):
 
 
 class Target(BaseModel):
-    """Where records go: an object, an operation, and the match key of an upsert."""
+    """Where records go: a destination, an object, an operation, and the match key of an upsert."""
 
     model_config = ConfigDict(frozen=True)
 
     object: str = Field(min_length=1, max_length=255)
     operation: Operation
     match_key: str | None = Field(default=None, min_length=1)
+    destination: str = Field(default=DEFAULT_DESTINATION, pattern=f"^{DESTINATION_PATTERN}$")
 
     @field_validator("object")
     @classmethod
@@ -113,25 +121,35 @@ class Target(BaseModel):
 
     @classmethod
     def parse(cls, text: str) -> Target:
-        """``object:operation[:matchKey]``, the form of ``STREAM_DEFAULT_TARGET``.
+        """``[destination/]object:operation[:matchKey]``, the form of ``STREAM_DEFAULT_TARGET``.
 
         >>> Target.parse("orders:upsert:order_id").match_key
         'order_id'
+        >>> Target.parse("crm/vehicle:upsert").destination
+        'crm'
         """
-        parts = text.strip().split(":")
+        destination, _, rest = text.strip().rpartition("/")
+        parts = rest.split(":")
         if len(parts) not in (2, 3):
-            raise ValueError(f"expected object:operation[:matchKey], got {text!r}")
+            raise ValueError(f"expected [destination/]object:operation[:matchKey], got {text!r}")
         return cls.model_validate(
-            {"object": parts[0], "operation": parts[1], "match_key": parts[2] if len(parts) == 3 else None}
+            {
+                "object": parts[0],
+                "operation": parts[1],
+                "match_key": parts[2] if len(parts) == 3 else None,
+                "destination": destination or DEFAULT_DESTINATION,
+            }
         )
 
     def __str__(self) -> str:
-        return ":".join(p for p in (self.object, self.operation, self.match_key) if p)
+        text = ":".join(p for p in (self.object, self.operation, self.match_key) if p)
+        return text if self.destination == DEFAULT_DESTINATION else f"{self.destination}/{text}"
 
 
 class _Envelope(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    destination: str | None = None
     object: str | None = None
     operation: str | None = None
     matchKey: str | None = None
@@ -319,8 +337,20 @@ def _target(envelope: _Envelope | None, attributes: Mapping[str, Any], default: 
     obj = (envelope.object if envelope else None) or _attribute(attributes, ATTR_OBJECT)
     operation = (envelope.operation if envelope else None) or _attribute(attributes, ATTR_OPERATION)
     match_key = (envelope.matchKey if envelope else None) or _attribute(attributes, ATTR_MATCH_KEY)
+    destination = (envelope.destination if envelope else None) or _attribute(attributes, ATTR_DESTINATION)
+    if destination is not None and not _DESTINATION_NAME.fullmatch(destination):
+        raise ContractError(
+            CONTRACT_INVALID,
+            f"destination {destination!a} must match {DESTINATION_PATTERN} (for example experiture or crm)",
+        )
     if obj is None and operation is None and default is not None:
-        return default if match_key is None else default.model_copy(update={"match_key": match_key})
+        changes: dict[str, Any] = {}
+        if match_key is not None:
+            changes["match_key"] = match_key
+        if destination is not None:
+            changes["destination"] = destination
+        return default.model_copy(update=changes) if changes else default
+    destination = destination or (default.destination if default is not None else DEFAULT_DESTINATION)
     if obj is not None and not _OBJECT_NAME.fullmatch(obj):
         raise ContractError(
             OBJECT_NAME_INVALID,
@@ -333,7 +363,9 @@ def _target(envelope: _Envelope | None, attributes: Mapping[str, Any], default: 
             f"attributes {ATTR_OBJECT}/{ATTR_OPERATION}, or set STREAM_DEFAULT_TARGET on the writer",
         )
     try:
-        return Target.model_validate({"object": obj, "operation": operation, "match_key": match_key})
+        return Target.model_validate(
+            {"object": obj, "operation": operation, "match_key": match_key, "destination": destination}
+        )
     except ValidationError as exc:
         first = exc.errors(include_url=False, include_input=False)[0]
         where = ".".join(str(p) for p in first["loc"]) or "target"
@@ -418,6 +450,8 @@ def envelope(target: Target, records: list[dict[str, Any]]) -> dict[str, Any]:
     {'object': 'contacts', 'operation': 'upsert', 'matchKey': 'email', 'records': [{'email': 'a@example.com'}]}
     """
     body: dict[str, Any] = {"object": target.object, "operation": target.operation}
+    if target.destination != DEFAULT_DESTINATION:
+        body = {"destination": target.destination, **body}
     if target.match_key:
         body["matchKey"] = target.match_key
     body["records"] = records

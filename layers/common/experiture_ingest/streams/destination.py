@@ -12,7 +12,11 @@ It raises :class:`DestinationError` for everything that goes wrong, saying wheth
 (``retryable``) and whether the refusal is about records (``record_level``, with ``record_index`` when
 the answer names one), so the writer can dead-let what is final and split what is not.
 
-:mod:`experiture_ingest.streams.experiture` is the first implementation (the Experiture Records API).
+:mod:`experiture_ingest.streams.experiture` is the first implementation (the Experiture Records API),
+:mod:`experiture_ingest.streams.crm` the second (the peer CRM's custom object records). A
+:class:`Router` holds several by name and is itself a destination: it hands each target to the one
+its ``destination`` names (:func:`routed` gives the one a writer or settler must ask about limits and
+jobs, the only calls that carry no target).
 """
 
 from __future__ import annotations
@@ -57,6 +61,12 @@ class JobState:
     error_summary: dict[str, Any] | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
     correlation_id: str | None = None
+    # Done, but the destination did not say which records it took (no per-record report): the settler
+    # keeps the request and writes a report instead of assuming every record landed.
+    unverified: bool = False
+
+
+UNKNOWN_DESTINATION = "STREAM.UNKNOWN_DESTINATION"
 
 
 class DestinationError(Exception):
@@ -111,3 +121,56 @@ class Destination(Protocol):
     def job_state(self, object_name: str, job_id: str) -> JobState:
         """Where a job is (a job the destination no longer knows is reported as failed)."""
         ...
+
+
+class Router:
+    """Several destinations behind one: each call goes to the destination its target names.
+
+    ``limits`` and ``call_seconds`` are the largest of its members (what a message may hold before its
+    target is known, and the worst case of any call); packing asks :func:`routed` for the real ones.
+    """
+
+    name = "router"
+
+    def __init__(self, destinations: Mapping[str, Destination]) -> None:
+        if not destinations:
+            raise ValueError("a router needs at least one destination")
+        self._by_name = dict(destinations)
+        members = list(self._by_name.values())
+        self.limits = RequestLimits(
+            max(d.limits.max_records for d in members),
+            max(d.limits.max_bytes for d in members),
+            max(d.limits.max_fields for d in members),
+        )
+        self.operations = frozenset(op for d in members for op in d.operations)
+
+    def route(self, name: str) -> Destination:
+        """The destination called ``name``; DestinationError (final) when there is none."""
+        found = self._by_name.get(name)
+        if found is None:
+            raise DestinationError(
+                UNKNOWN_DESTINATION,
+                f"no destination {name!r} on this stack (known: {', '.join(sorted(self._by_name))})",
+            )
+        return found
+
+    @property
+    def call_seconds(self) -> float:
+        return max(d.call_seconds for d in self._by_name.values())
+
+    def frame(self, target: Target) -> tuple[bytes, bytes]:
+        return self.route(target.destination).frame(target)
+
+    def checker(self, target: Target, *, fresh: bool = False) -> RecordCheck:
+        return self.route(target.destination).checker(target, fresh=fresh)
+
+    def send_batch(self, target: Target, body: bytes, idempotency_key: str) -> Accepted:
+        return self.route(target.destination).send_batch(target, body, idempotency_key)
+
+    def job_state(self, object_name: str, job_id: str) -> JobState:
+        raise TypeError("a router cannot tell whose job this is: ask routed(router, destination)")
+
+
+def routed(destination: Destination, name: str) -> Destination:
+    """The member of a :class:`Router` called ``name``; any other destination writes every target."""
+    return destination.route(name) if isinstance(destination, Router) else destination

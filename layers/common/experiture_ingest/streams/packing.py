@@ -41,6 +41,8 @@ from experiture_ingest.streams.contract import Target
 
 
 Frame = tuple[bytes, bytes]
+# (max records, max bytes) of the requests of one target.
+Limits = Callable[[Target], tuple[int, int]]
 
 
 def records_frame(target: Target) -> Frame:
@@ -215,10 +217,12 @@ def pack(
     max_bytes: int = BATCH_MAX_BYTES,
     contiguous: bool = False,
     frame: Callable[[Target], Frame] = records_frame,
+    limits: Limits | None = None,
 ) -> list[PackedRequest]:
     """Requests for ``messages``: grouped by target (in order of first appearance), order kept.
 
-    ``contiguous``: only consecutive messages of the same target share a request.
+    ``contiguous``: only consecutive messages of the same target share a request. ``limits``: the
+    (records, bytes) of each target's requests, when they differ by target (several destinations).
     """
     return pack_units(
         [[m] for m in messages],
@@ -226,6 +230,7 @@ def pack(
         max_bytes=max_bytes,
         contiguous=contiguous,
         frame=frame,
+        limits=limits,
     )
 
 
@@ -236,8 +241,10 @@ def pack_units(
     max_bytes: int = BATCH_MAX_BYTES,
     contiguous: bool = False,
     frame: Callable[[Target], Frame] = records_frame,
+    limits: Limits | None = None,
 ) -> list[PackedRequest]:
     """Like :func:`pack`, for units of messages of one target that must share a request."""
+    limits = limits or (lambda _: (max_records, max_bytes))
     requests: list[PackedRequest] = []
     open_by_target: dict[Target, PackedRequest] = {}
     for given in units:
@@ -248,7 +255,7 @@ def pack_units(
         current = open_by_target.get(target)
         if contiguous and requests and requests[-1] is not current:
             current = None
-        if current is None or not _fits(current, unit, max_records, max_bytes):
+        if current is None or not _fits(current, unit, *limits(target)):
             current = PackedRequest.build(target, frame=frame(target))
             open_by_target[target] = current
             requests.append(current)
@@ -269,6 +276,7 @@ def fifo_waves(
     max_records: int = BATCH_MAX_RECORDS,
     max_bytes: int = BATCH_MAX_BYTES,
     frame: Callable[[Target], Frame] = records_frame,
+    limits: Limits | None = None,
 ) -> list[list[list[StagedMessage]]]:
     """Per wave, the runs (one per group at most) that may be sent at once; see the module docstring.
 
@@ -279,6 +287,7 @@ def fifo_waves(
     >>> [[[m.message_id for m in run] for run in wave] for wave in fifo_waves(ms)]
     [[['m1'], ['m3']], [['m2']]]
     """
+    limits = limits or (lambda _: (max_records, max_bytes))
     waves: list[list[list[StagedMessage]]] = []
     runs: dict[str | None, tuple[int, list[StagedMessage]]] = {}
     for message in messages:
@@ -289,7 +298,7 @@ def fifo_waves(
         if (
             not run
             or run[0].target != message.target
-            or not empty.fits_alone([*run, message], max_records, max_bytes)
+            or not empty.fits_alone([*run, message], *limits(message.target))
         ):
             level, run = level + 1, []
             while len(waves) <= level:

@@ -36,9 +36,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from experiture_ingest.client import encode_json
 from experiture_ingest.client.idempotency import derived_key
 from experiture_ingest.limits import BATCH_JOB_POLL
-from experiture_ingest.streams.contract import Target
+from experiture_ingest.streams.contract import DEFAULT_DESTINATION, Target
 from experiture_ingest.streams.deadletters import DeadLetterQueue, dead_letter
-from experiture_ingest.streams.destination import Accepted, Destination, DestinationError, JobState
+from experiture_ingest.streams.destination import Accepted, Destination, DestinationError, JobState, routed
 from experiture_ingest.streams.sqs import is_fifo
 from experiture_ingest.streams.timing import Budget
 
@@ -74,9 +74,13 @@ def payload_key(object_name: str, idempotency_key: str) -> str:
     return f"{PAYLOAD_PREFIX}{object_name}/{idempotency_key}.json"
 
 
-def report_key(object_name: str, job_id: str, when: datetime | None = None) -> str:
+def report_key(
+    object_name: str, job_id: str, when: datetime | None = None, destination: str = DEFAULT_DESTINATION
+) -> str:
+    """``reports/<object>/<day>/<job>.json``; another destination's under ``reports/<destination>/``."""
     day = (when or datetime.now(UTC)).strftime("%Y-%m-%d")
-    return f"{REPORT_PREFIX}{object_name}/{day}/{job_id}.json"
+    where = object_name if destination == DEFAULT_DESTINATION else f"{destination}/{object_name}"
+    return f"{REPORT_PREFIX}{where}/{day}/{job_id}.json"
 
 
 def redrive_key(idempotency_key: str, attempt: int) -> str:
@@ -127,6 +131,7 @@ class SettleTicket(BaseModel):
     job_id: str
     object: str
     payload_key: str
+    destination: str = DEFAULT_DESTINATION
     idempotency_key: str
     records: int = Field(ge=0)
     redrives: int = Field(default=0, ge=0)
@@ -302,7 +307,7 @@ class Settler:
         budget = budget or Budget(None)
         _need(budget, self.ticket_seconds)
         try:
-            status = self._destination.job_state(ticket.object, ticket.job_id)
+            status = routed(self._destination, ticket.destination).job_state(ticket.object, ticket.job_id)
         except DestinationError as exc:
             if exc.retryable:
                 raise
@@ -318,8 +323,13 @@ class Settler:
             )
             return Settled("pending", ticket.job_id)
         if not status.failed:
-            if status.invalid_rows > 0:
-                key = self._report(ticket, status, "completed with invalid rows")
+            if status.invalid_rows > 0 or status.unverified:
+                outcome = (
+                    "completed with invalid rows"
+                    if status.invalid_rows > 0
+                    else "completed without a per-record report: check the records it holds"
+                )
+                key = self._report(ticket, status, outcome)
                 self._payloads.mark_settled(ticket.payload_key, "invalid-rows")
                 return Settled("reported", ticket.job_id, report_key=key)
             self._payloads.delete(ticket.payload_key)
@@ -418,11 +428,12 @@ class Settler:
         return Settled("dead-lettered", ticket.job_id, report_key=key, dead_lettered=len(letters))
 
     def _report(self, ticket: SettleTicket, status: JobState | None, outcome: str) -> str:
-        key = report_key(ticket.object, ticket.job_id)
+        key = report_key(ticket.object, ticket.job_id, destination=ticket.destination)
         self._payloads.write_report(
             key,
             {
                 "jobId": ticket.job_id,
+                "destination": ticket.destination,
                 "objectName": ticket.object,
                 "outcome": outcome,
                 "state": status.state if status else "refused",

@@ -135,6 +135,7 @@ class Tracker:
                 SettleTicket(
                     job_id=accepted.job_id,
                     object=outgoing.kept.target.object,
+                    destination=outgoing.kept.target.destination,
                     payload_key=outgoing.location,
                     idempotency_key=outgoing.kept.idempotency_key,
                     records=outgoing.records,

@@ -5,7 +5,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from experiture_ingest.client import ExperitureClient
+from experiture_ingest.crm import CrmSettings
+from experiture_ingest.streams.crm import CrmObjectRecords
 from experiture_ingest.streams.deadletters import DeadLetterQueue
+from experiture_ingest.streams.destination import Router
 from experiture_ingest.streams.experiture import ExperitureRecordsApi
 from experiture_ingest.streams.ledger import MessageLedger
 from experiture_ingest.streams.settings import AWS_CALL_SECONDS, StreamSettings
@@ -18,12 +21,31 @@ if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
 
 
+def destinations(
+    settings: StreamSettings,
+    client: ExperitureClient,
+    crm: CrmObjectRecords | None = None,
+    payloads: PayloadStore | None = None,
+) -> Router:
+    """Experiture (the default) and the CRM (off, dead-lettering its messages, when ``crm`` is None);
+    ``payloads``: where the CRM writes its unknown-attribute reports."""
+    crm = crm or CrmObjectRecords(None, CrmSettings())
+    return Router(
+        {
+            "experiture": ExperitureRecordsApi(client, settings.schema_ttl_seconds),
+            "crm": crm.with_reports(payloads.write_report) if payloads else crm,
+        }
+    )
+
+
 def build_writer(
     settings: StreamSettings,
     client: ExperitureClient,
     sqs: SQSClient,
     s3: S3Client,
     dynamodb: Any = None,
+    *,
+    crm: CrmObjectRecords | None = None,
 ) -> StreamWriter:
     """``dynamodb`` (a boto3 client) is needed when ``LEDGER_TABLE`` is set."""
     ledger = None
@@ -32,7 +54,7 @@ def build_writer(
             raise ValueError("LEDGER_TABLE is set but no DynamoDB client was given")
         ledger = MessageLedger(dynamodb, settings.ledger_table)
     return StreamWriter(
-        ExperitureRecordsApi(client, settings.schema_ttl_seconds),
+        destinations(settings, client, crm, PayloadStore(s3, settings.payload_bucket)),
         Tracker(
             PayloadStore(s3, settings.payload_bucket),
             SettleQueue(sqs, settings.settle_queue_url, settings.cadence),
@@ -46,10 +68,15 @@ def build_writer(
 
 
 def build_settler(
-    settings: StreamSettings, client: ExperitureClient, sqs: SQSClient, s3: S3Client
+    settings: StreamSettings,
+    client: ExperitureClient,
+    sqs: SQSClient,
+    s3: S3Client,
+    *,
+    crm: CrmObjectRecords | None = None,
 ) -> Settler:
     return Settler(
-        ExperitureRecordsApi(client, settings.schema_ttl_seconds),
+        destinations(settings, client, crm),
         PayloadStore(s3, settings.payload_bucket),
         SettleQueue(sqs, settings.settle_queue_url, settings.cadence),
         DeadLetterQueue(sqs, settings.dead_letter_queue_url, s3, settings.payload_bucket),

@@ -24,7 +24,7 @@ from experiture_ingest.streams.batch import Batch, FlushReport
 from experiture_ingest.streams.checking import Checker, InboundMessage
 from experiture_ingest.streams.contract import Target
 from experiture_ingest.streams.deadletters import DeadLetterQueue
-from experiture_ingest.streams.destination import Destination
+from experiture_ingest.streams.destination import Destination, routed
 from experiture_ingest.streams.packing import PackedRequest, StagedMessage, fifo_waves, pack, pack_units
 from experiture_ingest.streams.sending import Sender, Sent
 from experiture_ingest.streams.sqs import SqsSendError
@@ -161,20 +161,20 @@ class StreamWriter:
 
     # 3. pack and send ----------------------------------------------------------------------------
 
+    def _limits(self, target: Target) -> tuple[int, int]:
+        limits = routed(self._destination, target.destination).limits
+        return limits.max_records, limits.max_bytes
+
     def _send(self, batch: Batch, staged: list[StagedMessage], sender: Sender) -> None:
-        limits = self._destination.limits
         frame = self._destination.frame
         if not batch.fifo:
-            requests = pack(staged, max_records=limits.max_records, max_bytes=limits.max_bytes, frame=frame)
+            requests = pack(staged, limits=self._limits, frame=frame)
             self._send_all(batch, requests, sender)
             return
-        waves = fifo_waves(staged, max_records=limits.max_records, max_bytes=limits.max_bytes, frame=frame)
-        for wave in waves:
+        for wave in fifo_waves(staged, limits=self._limits, frame=frame):
             # A group that stopped (a failure, no time) sends nothing from its stopping point on.
             runs = [[m for m in run if not batch.going_back(m.message_id)] for run in wave]
-            requests = pack_units(
-                runs, max_records=limits.max_records, max_bytes=limits.max_bytes, frame=frame
-            )
+            requests = pack_units(runs, limits=self._limits, frame=frame)
             self._send_all(batch, requests, sender)
 
     def _send_all(self, batch: Batch, requests: list[PackedRequest], sender: Sender) -> None:
