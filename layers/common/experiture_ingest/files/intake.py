@@ -40,7 +40,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from experiture_ingest.client import (
     AuthenticationError,
@@ -56,13 +56,21 @@ from experiture_ingest.client import (
 )
 from experiture_ingest.client.idempotency import derived_key
 from experiture_ingest.files.formats import FileFormat, detect_format, supported_extensions
-from experiture_ingest.files.handoff import ImportRun, IntakeRecord, PollSettings, SourceObject
+from experiture_ingest.files.handoff import ImportRun, IntakeRecord, PollSettings, SourceObject, SplitRun
 from experiture_ingest.files.header import DuplicateColumnsError, HeaderError, read_columns
 from experiture_ingest.files.layout import INCOMING_PREFIX
+from experiture_ingest.files.options import FileOptions
+from experiture_ingest.files.parts.plan import gzip_refusal
 from experiture_ingest.files.results import summary_tags, tag_source, write_summary
 from experiture_ingest.files.routing import Refusal, folder_of, load_config, resolve_options
 from experiture_ingest.files.streaming import DEFAULT_CHUNK_BYTES, DEFAULT_READ_AHEAD_BYTES, S3Source
-from experiture_ingest.limits import IMPORT_POLL, SINGLE_PUT_MAX_BYTES
+from experiture_ingest.limits import (
+    IMPORT_MAX_FILE_BYTES,
+    IMPORT_POLL,
+    PART_MAX_BYTES,
+    PART_MIN_BYTES,
+    SINGLE_PUT_MAX_BYTES,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -84,6 +92,9 @@ class IntakeSettings(BaseModel):
 
     state_machine_arn: str = Field(alias="IMPORT_STATE_MACHINE_ARN", min_length=1)
     single_put_max_bytes: int = Field(default=SINGLE_PUT_MAX_BYTES, gt=0, alias="INTAKE_SINGLE_PUT_MAX_BYTES")
+    # A file larger than this is split into row-aligned parts, each its own job (files/parts).
+    part_max_bytes: int = Field(default=PART_MAX_BYTES, ge=PART_MIN_BYTES, alias="INTAKE_PART_MAX_BYTES")
+    part_workers: int = Field(default=4, ge=1, le=1000, alias="INTAKE_PART_WORKERS")
     max_jobs_per_file: int = Field(default=3, ge=1, le=10, alias="INTAKE_MAX_JOBS_PER_FILE")
     chunk_bytes: int = Field(default=DEFAULT_CHUNK_BYTES, ge=64 * 1024, alias="INTAKE_CHUNK_BYTES")
     read_ahead_bytes: int = Field(default=DEFAULT_READ_AHEAD_BYTES, ge=0, alias="INTAKE_READ_AHEAD_BYTES")
@@ -92,6 +103,15 @@ class IntakeSettings(BaseModel):
     poll_max_seconds: float = Field(default=IMPORT_POLL[2], gt=0, alias="IMPORT_POLL_MAX_SECONDS")
     poll_deadline_seconds: float = Field(default=48 * 3600, gt=0, alias="IMPORT_DEADLINE_SECONDS")
     start_retry_seconds: float = Field(default=6 * 3600, gt=0, alias="IMPORT_START_RETRY_SECONDS")
+
+    @model_validator(mode="after")
+    def _part_fits_one_put(self) -> IntakeSettings:
+        if self.part_max_bytes > self.single_put_max_bytes:
+            raise ValueError(
+                f"INTAKE_PART_MAX_BYTES ({self.part_max_bytes}) is above the single-PUT limit "
+                f"({self.single_put_max_bytes} bytes): a part must fit one upload"
+            )
+        return self
 
     def poll(self) -> PollSettings:
         return PollSettings(
@@ -223,7 +243,7 @@ class Intake:
             file.etag = str(head.get("ETag") or dropped.etag or "").strip('"') or None
             size = int(head["ContentLength"])
             file.summary.update(versionId=file.version_id, etag=file.etag, size=size)
-            self._check_size(size)
+            split = self._check_size(size, fmt)
             options = resolve_options(
                 load_config(self.s3, dropped.bucket, folder), head.get("Metadata") or {}
             )
@@ -258,6 +278,11 @@ class Intake:
         if handed_off:
             logger.info("object version already handed off as %s; duplicate event ignored", name)
             return IntakeOutcome("duplicate", file.summary)
+
+        if split:
+            return self._hand_off_split(
+                file, source=source, options=options, object_name=object_name, received=received, name=name
+            )
 
         request = ImportJobInit(
             object_name=object_name,
@@ -327,6 +352,54 @@ class Intake:
             abandoned_job_ids=file.abandoned,
         )
 
+    # Split files ------------------------------------------------------------------------------
+
+    def _hand_off_split(
+        self,
+        file: _File,
+        *,
+        source: SourceObject,
+        options: FileOptions,
+        object_name: str,
+        received: datetime,
+        name: str,
+    ) -> IntakeOutcome:
+        """A file over the part size: the state machine plans, uploads and imports its parts."""
+        run = SplitRun(
+            object_name=object_name,
+            source=source,
+            options=options,
+            poll=self.settings.poll(),
+            intake=IntakeRecord(received_at=received),
+            part_max_bytes=self.settings.part_max_bytes,
+            workers=self.settings.part_workers,
+            execution_name=name,
+        )
+        try:
+            started = self.sfn.start_execution(
+                stateMachineArn=self.settings.state_machine_arn,
+                name=name,
+                input=json.dumps({"split": run.wire()}, separators=(",", ":")),
+            )
+        except self.sfn.exceptions.ExecutionAlreadyExists:
+            logger.info("a concurrent delivery of this event already started %s; duplicate ignored", name)
+            return IntakeOutcome("duplicate", file.summary)
+        except ClientError as exc:
+            return self._aws_failure(file, exc, "start the import state machine")
+        file.summary.update(
+            outcome="splitting",
+            message=(
+                f"The file has {source.size} bytes, over the part size of {self.settings.part_max_bytes} "
+                "bytes: it is being cut into row-aligned parts, each uploaded and imported as its own job. "
+                "This summary is replaced by one listing the parts when they are done."
+            ),
+            partMaxBytes=self.settings.part_max_bytes,
+            executionArn=started["executionArn"],
+        )
+        self._report(file, tag=True)
+        logger.info("file over the part size: split import handed off", extra={"execution_name": name})
+        return IntakeOutcome("splitting", file.summary)
+
     # Checks -----------------------------------------------------------------------------------
 
     @staticmethod
@@ -351,16 +424,22 @@ class Intake:
                 ) from None
             raise
 
-    def _check_size(self, size: int) -> None:
+    def _check_size(self, size: int, fmt: FileFormat) -> bool:
+        """Whether the file is split into parts; refuses what cannot be imported at its size."""
         if size == 0:
             raise Refusal("EMPTY_OBJECT", "the object is empty (0 bytes)")
-        limit = self.settings.single_put_max_bytes
-        if size > limit:
+        if size > IMPORT_MAX_FILE_BYTES:
             raise Refusal(
                 "TOO_LARGE",
-                f"the object has {size} bytes, over the upload slot's single-PUT limit of {limit} bytes; "
-                "split it into smaller files",
+                f"the object has {size} bytes, over the API's maximum file size of {IMPORT_MAX_FILE_BYTES} "
+                "bytes; split it into smaller files",
             )
+        part_max = self.settings.part_max_bytes
+        if size <= part_max:
+            return False
+        if fmt.compression == "gzip":
+            raise Refusal("GZIP_TOO_LARGE", gzip_refusal(size, part_max))
+        return True
 
     def _check_header(self, source: SourceObject) -> None:
         """Refuse a header that names a column twice before any job exists (one small ranged GET).

@@ -23,9 +23,11 @@ _MAX_TAGS = 10  # S3's limit per object
 _TAG_UNSAFE = re.compile(r"[^\w .:/=+\-@]")
 
 
-def write_summary(s3: S3Client, bucket: str, source_key: str, summary: Mapping[str, Any]) -> str:
-    """Write ``results/<source key>.json`` and return its key."""
-    key = result_key(source_key)
+def write_summary(
+    s3: S3Client, bucket: str, source_key: str, summary: Mapping[str, Any], *, key: str | None = None
+) -> str:
+    """Write ``results/<source key>.json`` (or ``key``) and return its key."""
+    key = key or result_key(source_key)
     s3.put_object(
         Bucket=bucket,
         Key=key,

@@ -1,0 +1,95 @@
+"""Task functions of the split flow (a file larger than a part, or a manifest's load): one module,
+one handler per task, each its own function in template.yaml (CodeUri functions/parts).
+
+Thin: parse the event the state machine built, call :mod:`experiture_ingest.files.parts.tasks`,
+return a small document (the plan and every part's results live in S3, never in the state).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import boto3
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from experiture_ingest.client import client_from_env
+from experiture_ingest.files.handoff import SplitRun
+from experiture_ingest.files.parts import tasks
+from experiture_ingest.files.parts.plan import PartSpec
+from experiture_ingest.observability import logger, setup_logging, tracer
+from experiture_ingest.settings import load_settings
+
+setup_logging()
+
+
+@functools.cache
+def deps() -> tasks.PartsDeps:
+    """The warm container's S3 client and (lazily) the API client."""
+    settings = load_settings(tasks.WorkerSettings)
+    return tasks.PartsDeps(
+        s3=boto3.client("s3"),
+        client=client_from_env,
+        chunk_bytes=settings.chunk_bytes,
+        read_ahead_bytes=settings.read_ahead_bytes,
+        max_jobs_per_part=settings.max_jobs_per_part,
+    )
+
+
+def _run(event: dict[str, Any]) -> SplitRun:
+    run = SplitRun.model_validate(event["split"])
+    logger.append_keys(key=run.source.key, execution=(event.get("execution") or {}).get("name"))
+    return run
+
+
+def _spec(event: dict[str, Any]) -> PartSpec:
+    spec = PartSpec.model_validate(event["spec"])
+    logger.append_keys(part=spec.index)
+    return spec
+
+
+@logger.inject_lambda_context(clear_state=True)
+@tracer.capture_lambda_handler
+def plan_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    """Plan the parts (one pass over a CSV/JSONL file, the footer of a Parquet file)."""
+    execution = event.get("execution") or {}
+    return tasks.plan_parts(
+        _run(event),
+        deps(),
+        state_machine_arn=str(event["stateMachineArn"]),
+        execution_name=str(execution.get("name") or "local"),
+    )
+
+
+@logger.inject_lambda_context(clear_state=True)
+@tracer.capture_lambda_handler
+def upload_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    """One worker: stream one part to its own job."""
+    return tasks.upload_one(_run(event), _spec(event), int(event["count"]), deps())
+
+
+@logger.inject_lambda_context(clear_state=True)
+@tracer.capture_lambda_handler
+def upload_failed_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    """A part's upload failed for good: its summary says so."""
+    return tasks.record_upload_failure(_run(event), _spec(event), event.get("error"), deps())
+
+
+@logger.inject_lambda_context(clear_state=True)
+@tracer.capture_lambda_handler
+def next_import_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    """Start the child run importing one part, wait for it, or move on."""
+    return tasks.next_import(
+        _run(event), _spec(event), int(event["count"]), event.get("previous") or {}, deps()
+    )
+
+
+@logger.inject_lambda_context(clear_state=True)
+@tracer.capture_lambda_handler
+def combine_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    """One summary and one errors file for the file; or, after a failed step, the failure summary."""
+    run = _run(event)
+    name = (event.get("execution") or {}).get("name")
+    if event.get("error"):
+        return tasks.report_split_failure(run, event["error"], deps(), execution_name=name)
+    return tasks.combine(run, deps(), execution_name=name)
