@@ -93,7 +93,8 @@ class IntakeSettings(BaseModel):
     state_machine_arn: str = Field(alias="IMPORT_STATE_MACHINE_ARN", min_length=1)
     single_put_max_bytes: int = Field(default=SINGLE_PUT_MAX_BYTES, gt=0, alias="INTAKE_SINGLE_PUT_MAX_BYTES")
     # A file larger than this is split into row-aligned parts, each its own job (files/parts).
-    part_max_bytes: int = Field(default=PART_MAX_BYTES, ge=PART_MIN_BYTES, alias="INTAKE_PART_MAX_BYTES")
+    # Unset: 4 GiB, or the single-PUT limit if that is lower.
+    part_max_bytes: int | None = Field(default=None, ge=PART_MIN_BYTES, alias="INTAKE_PART_MAX_BYTES")
     part_workers: int = Field(default=4, ge=1, le=1000, alias="INTAKE_PART_WORKERS")
     max_jobs_per_file: int = Field(default=3, ge=1, le=10, alias="INTAKE_MAX_JOBS_PER_FILE")
     chunk_bytes: int = Field(default=DEFAULT_CHUNK_BYTES, ge=64 * 1024, alias="INTAKE_CHUNK_BYTES")
@@ -106,12 +107,17 @@ class IntakeSettings(BaseModel):
 
     @model_validator(mode="after")
     def _part_fits_one_put(self) -> IntakeSettings:
-        if self.part_max_bytes > self.single_put_max_bytes:
+        if self.part_max_bytes is not None and self.part_max_bytes > self.single_put_max_bytes:
             raise ValueError(
                 f"INTAKE_PART_MAX_BYTES ({self.part_max_bytes}) is above the single-PUT limit "
                 f"({self.single_put_max_bytes} bytes): a part must fit one upload"
             )
         return self
+
+    @property
+    def part_size(self) -> int:
+        """The most bytes one job takes: larger files are split into parts of at most this."""
+        return self.part_max_bytes or min(PART_MAX_BYTES, self.single_put_max_bytes)
 
     def poll(self) -> PollSettings:
         return PollSettings(
@@ -371,7 +377,7 @@ class Intake:
             options=options,
             poll=self.settings.poll(),
             intake=IntakeRecord(received_at=received),
-            part_max_bytes=self.settings.part_max_bytes,
+            part_max_bytes=self.settings.part_size,
             workers=self.settings.part_workers,
             execution_name=name,
         )
@@ -389,11 +395,11 @@ class Intake:
         file.summary.update(
             outcome="splitting",
             message=(
-                f"The file has {source.size} bytes, over the part size of {self.settings.part_max_bytes} "
+                f"The file has {source.size} bytes, over the part size of {self.settings.part_size} "
                 "bytes: it is being cut into row-aligned parts, each uploaded and imported as its own job. "
                 "This summary is replaced by one listing the parts when they are done."
             ),
-            partMaxBytes=self.settings.part_max_bytes,
+            partMaxBytes=self.settings.part_size,
             executionArn=started["executionArn"],
         )
         self._report(file, tag=True)
@@ -434,7 +440,7 @@ class Intake:
                 f"the object has {size} bytes, over the API's maximum file size of {IMPORT_MAX_FILE_BYTES} "
                 "bytes; split it into smaller files",
             )
-        part_max = self.settings.part_max_bytes
+        part_max = self.settings.part_size
         if size <= part_max:
             return False
         if fmt.compression == "gzip":
