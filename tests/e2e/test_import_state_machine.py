@@ -245,8 +245,9 @@ def test_the_state_machine_retries_what_the_client_no_longer_does(
 
 @pytest.mark.slow
 def test_an_eleventh_concurrent_job_waits_then_completes(imports: Imports):
-    # Given jobs that run for a while in a workspace that runs at most 10 at once
-    imports.sandbox.admin.configure(importJobSeconds=3.0)
+    # Given jobs that run for a while in a workspace that runs at most 10 at once (long enough that
+    # the 11 starts overlap on a loaded 2-core machine)
+    imports.sandbox.admin.configure(importJobSeconds=6.0)
     submitted = [
         imports.submit(f"incoming/contacts/part-{i}.csv", csv_bytes(["email"], [[f"c{i}@example.com"]]))
         for i in range(11)
