@@ -120,3 +120,105 @@ def test_a_csv_over_the_part_size_lands_every_good_row_once_and_reports_bad_rows
     # And the plan is there for the user to read
     plan = json.loads(aws.s3.get_object(Bucket=BUCKET, Key=plan_key(key))["Body"].read())
     assert len(plan["parts"]) == len(parts)
+
+
+def test_a_jsonl_file_over_the_part_size_is_cut_on_lines(aws: LocalAws, sandbox: SandboxHandle) -> None:
+    # Given ~2.5 MiB of JSONL with some rows whose email is invalid
+    lines, bad = [], set()
+    for n in range(1, 20_001):
+        email = f"j{n}@example.com" if n % 501 else f"bad-{n}"
+        if "@" not in email:
+            bad.add(n)
+        lines.append(json.dumps({"email": email, "first_name": f"N{n}", "city": "Oslo " * (n % 20)}))
+    data = ("\n".join(lines) + "\n").encode()
+    key = "incoming/contacts/big.jsonl"
+    # When it is dropped with 1 MiB parts
+    summary = _run(aws, key, data)
+    # Then every part ends on a line, every good row landed once, the bad rows keep their numbers
+    assert summary["_status"] == "SUCCEEDED", summary
+    assert len(summary["parts"]) >= 3
+    for part in summary["parts"]:
+        uploaded = sandbox.admin.upload_bytes(part["jobId"])
+        assert uploaded.endswith(b"\n") and all(json.loads(x) for x in uploaded.splitlines())
+    emails = [r["email"] for r in sandbox.admin.records("contacts")]
+    assert len(emails) == len(set(emails)) == 20_000 - len(bad)
+    assert sorted(e["rowNumber"] for e in _errors(aws, key)) == sorted(bad)
+
+
+def test_a_parquet_file_over_the_part_size_is_cut_into_valid_parquet_parts(
+    aws: LocalAws, sandbox: SandboxHandle
+) -> None:
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    # Given ~3 MiB of Parquet in many row groups, some rows with an invalid email
+    rng = random.Random(5)
+    n_rows = 30_000
+    emails = [f"p{n}@example.com" if n % 703 else f"bad-{n}" for n in range(1, n_rows + 1)]
+    bad = {n for n in range(1, n_rows + 1) if n % 703 == 0}
+    noise = ["".join(rng.choice("abcdefghij") for _ in range(80)) for _ in range(n_rows)]
+    table = pa.table({"email": emails, "first_name": noise})
+    buf = io.BytesIO()
+    pq.write_table(table, buf, row_group_size=2_000, compression="none")
+    data = buf.getvalue()
+    assert len(data) > 2 * MIB
+    key = "incoming/contacts/big.parquet"
+    # When it is dropped with 1 MiB parts
+    summary = _run(aws, key, data)
+    # Then every part is a Parquet file pyarrow reads, holding whole row groups, rows in order
+    assert summary["_status"] == "SUCCEEDED", summary
+    parts = summary["parts"]
+    assert len(parts) >= 3
+    read_back = []
+    for part in parts:
+        part_table = pq.read_table(io.BytesIO(sandbox.admin.upload_bytes(part["jobId"])))
+        assert part_table.num_rows == part["rows"]
+        read_back.append(part_table)
+    assert pa.concat_tables(read_back).equals(table)
+    # And every good row landed once; the errors file numbers rows as in the original file
+    landed = [r["email"] for r in sandbox.admin.records("contacts")]
+    assert sorted(landed) == sorted(e for e in emails if "@" in e)
+    assert sorted(e["rowNumber"] for e in _errors(aws, key)) == sorted(bad)
+
+
+def test_a_failed_part_makes_the_file_partially_failed_naming_its_rows_and_a_redrop_imports_nothing_twice(
+    aws: LocalAws, sandbox: SandboxHandle
+) -> None:
+    # Given a CSV of several parts, and a workspace that fails the first import started (part 1)
+    data, _, _ = _contacts_csv(30_000, bad_every=10**9)
+    key = "incoming/contacts/half.csv"
+    sandbox.admin.fail_next_jobs("import", times=1, error_message="CDP_ETL.IMPORT.PROCESSING_FAILED: boom")
+    # When it is dropped
+    summary = _run(aws, key, data)
+    # Then the file is partially_failed, and names the rows of the part that did not land
+    assert summary["_status"] == "FAILED"
+    assert summary["outcome"] == "partially_failed"
+    first, *rest = summary["parts"]
+    assert first["outcome"] == "failed"
+    assert all(p["outcome"] in ("completed", "completed_with_errors") for p in rest)
+    (failed,) = summary["failedRowRanges"]
+    assert (failed["part"], failed["firstRowNumber"], failed["lastRowNumber"]) == (1, 1, first["rows"])
+    assert failed["sourceBytes"]["start"] == 0 and failed["sourceBytes"]["end"] > 0
+    assert f"rows 1-{first['rows']}" in summary["message"]
+    landed = len(sandbox.admin.records("contacts"))
+    assert landed == sum(p["rowsImported"] for p in rest) == summary["metrics"]["rowsImported"]
+    assert sum(p["rows"] for p in rest) == 30_000 - first["rows"]
+    jobs_before = len(sandbox.admin.import_jobs())
+
+    # When the same version's event is delivered again, and the split flow is run again by hand
+    put = aws.s3.head_object(Bucket=BUCKET, Key=key)
+    from cli.local_aws import s3_event
+
+    again = aws.invoke(
+        "IntakeFunction", s3_event(BUCKET, key, len(data), put["ETag"].strip('"'), put.get("VersionId"))
+    )
+    handed = json.loads(
+        aws.sfn.describe_execution(
+            executionArn=next(e for e in aws.executions() if "-p0" not in e["name"])["executionArn"]
+        )["input"]
+    )
+    rerun = aws.start(handed, name="rerun-of-the-split")
+    aws.wait(rerun, 120)
+    # Then nothing is imported twice: no new job, the same records
+    assert again["files"][0]["outcome"] == "duplicate"
+    assert len(sandbox.admin.import_jobs()) == jobs_before
+    assert len(sandbox.admin.records("contacts")) == landed
