@@ -77,8 +77,7 @@ def _errors(aws: LocalAws, key: str) -> list[dict[str, Any]]:
 def _run(aws: LocalAws, key: str, body: bytes, timeout: float = 180.0) -> dict[str, Any]:
     answer = aws.drop(BUCKET, key, body)
     assert answer["files"][0]["outcome"] == "splitting", answer
-    (execution,) = [e for e in aws.executions() if not e["name"].count("-p0")]
-    done = aws.wait(execution["executionArn"], timeout)
+    done = aws.wait(_summary(aws, key)["executionArn"], timeout)
     summary = _summary(aws, key)
     summary["_status"] = done.status
     return summary

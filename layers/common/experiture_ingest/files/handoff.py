@@ -102,3 +102,5 @@ class SplitRun(_Doc):
     part_max_bytes: int = Field(gt=0)
     workers: int = Field(default=4, ge=1, le=1000)
     execution_name: str | None = None
+    # Set for a warehouse export: the source is its manifest (or _SUCCESS marker), whose parts load as one.
+    manifest: Literal["manifest", "_SUCCESS"] | None = None

@@ -37,7 +37,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -60,6 +60,13 @@ from experiture_ingest.files.handoff import ImportRun, IntakeRecord, PollSetting
 from experiture_ingest.files.header import DuplicateColumnsError, HeaderError, read_columns
 from experiture_ingest.files.layout import INCOMING_PREFIX
 from experiture_ingest.files.options import FileOptions
+from experiture_ingest.files.parts.errors import PartsError
+from experiture_ingest.files.parts.manifest import (
+    is_manifest_key,
+    is_success_marker,
+    read_manifest,
+    success_folder_entries,
+)
 from experiture_ingest.files.parts.plan import gzip_refusal
 from experiture_ingest.files.results import summary_tags, tag_source, write_summary
 from experiture_ingest.files.routing import Refusal, folder_of, load_config, resolve_options
@@ -243,6 +250,10 @@ class Intake:
         )
         try:
             folder = folder_of(dropped.key)
+            if is_manifest_key(dropped.key) or is_success_marker(dropped.key):
+                config = load_config(self.s3, dropped.bucket, folder)
+                if config.wait_for is not None:
+                    return self._load_export(file, folder, config, received)
             fmt = self._format(file.summary["fileName"])
             head = self._head(dropped.bucket, dropped.key, file.version_id)
             file.version_id = _clean_version(head.get("VersionId")) or file.version_id
@@ -269,6 +280,8 @@ class Intake:
             return self._aws_failure(file, exc, "read the object or its config")
 
         object_name = options.object_name or folder
+        if options.wait_for is not None:
+            return self._hold(file, options, object_name)
         name = execution_name(dropped.bucket, dropped.key, file.version_id, file.etag)
         file.summary.update(
             objectName=object_name,
@@ -358,6 +371,95 @@ class Intake:
             abandoned_job_ids=file.abandoned,
         )
 
+    # Warehouse exports ------------------------------------------------------------------------
+
+    def _hold(self, file: _File, options: FileOptions, object_name: str) -> IntakeOutcome:
+        """A data file in a ``waitFor`` folder: imported with its manifest or ``_SUCCESS``, never alone."""
+        marker = (
+            "a manifest naming it" if options.wait_for == "manifest" else "a _SUCCESS marker in its folder"
+        )
+        file.summary.update(
+            outcome="waiting",
+            waitingFor=options.wait_for,
+            objectName=object_name,
+            message=(
+                f"Held, not imported: config/{folder_of(file.dropped.key)}.json says waitFor "
+                f"{options.wait_for!r}, so this file is imported with the rest of its export when {marker} "
+                "lands (that load's summary lists it)."
+            ),
+        )
+        self._report(file, tag=True)
+        return IntakeOutcome("waiting", file.summary)
+
+    def _load_export(
+        self, file: _File, folder: str, config: FileOptions, received: datetime
+    ) -> IntakeOutcome:
+        """A manifest or ``_SUCCESS`` marker in a ``waitFor`` folder: hand off all its parts as one load."""
+        dropped = file.dropped
+        kind = "_SUCCESS" if is_success_marker(dropped.key) else "manifest"
+        if kind != config.wait_for:
+            return self._refuse(
+                file,
+                Refusal(
+                    "UNSUPPORTED_FORMAT",
+                    f"config/{folder}.json waits for {config.wait_for!r}, and this key is a {kind}; "
+                    "it is not imported",
+                ),
+                tag=True,
+            )
+        try:
+            head = self._head(dropped.bucket, dropped.key, file.version_id)
+            file.version_id = _clean_version(head.get("VersionId")) or file.version_id
+            file.etag = str(head.get("ETag") or dropped.etag or "").strip('"') or None
+            size = max(int(head["ContentLength"]), 1)
+            options = resolve_options(config, head.get("Metadata") or {})
+            probe = SourceObject(
+                bucket=dropped.bucket, key=dropped.key, version_id=file.version_id, size=size, format="csv"
+            )
+            entries = (
+                read_manifest(self.s3, probe)
+                if kind == "manifest"
+                else success_folder_entries(self.s3, dropped.bucket, dropped.key)
+            )
+            fmt = detect_format(entries[0].key)
+            if fmt is None:
+                raise Refusal(
+                    "MANIFEST_INVALID",
+                    f"part {entries[0].key} has no supported extension; unload with one (Redshift: EXTENSION 'csv')",
+                )
+        except Refusal as refusal:
+            return self._refuse(file, refusal, tag=refusal.code != "OBJECT_GONE")
+        except PartsError as exc:
+            return self._refuse(file, Refusal(exc.code, exc.message), tag=True)
+        except (ClientError, BotoCoreError) as exc:
+            return self._aws_failure(file, exc, "read the manifest")
+        source = SourceObject(
+            bucket=dropped.bucket,
+            key=dropped.key,
+            version_id=file.version_id,
+            etag=file.etag,
+            size=size,
+            format=fmt.format,
+            compression=fmt.compression,
+        )
+        object_name = options.object_name or folder
+        name = execution_name(dropped.bucket, dropped.key, file.version_id, file.etag)
+        file.summary.update(objectName=object_name, format=fmt.format, executionName=name, parts=len(entries))
+        try:
+            if self._execution_exists(self._execution_arn(name)):
+                return IntakeOutcome("duplicate", file.summary)
+        except (ClientError, BotoCoreError) as exc:
+            return self._aws_failure(file, exc, "check for a previous hand-off")
+        return self._hand_off_split(
+            file,
+            source=source,
+            options=options,
+            object_name=object_name,
+            received=received,
+            name=name,
+            manifest=kind,
+        )
+
     # Split files ------------------------------------------------------------------------------
 
     def _hand_off_split(
@@ -369,8 +471,10 @@ class Intake:
         object_name: str,
         received: datetime,
         name: str,
+        manifest: Literal["manifest", "_SUCCESS"] | None = None,
     ) -> IntakeOutcome:
-        """A file over the part size: the state machine plans, uploads and imports its parts."""
+        """A file over the part size (or an export's manifest): the state machine plans, uploads and
+        imports its parts."""
         run = SplitRun(
             object_name=object_name,
             source=source,
@@ -380,6 +484,7 @@ class Intake:
             part_max_bytes=self.settings.part_size,
             workers=self.settings.part_workers,
             execution_name=name,
+            manifest=manifest,
         )
         try:
             started = self.sfn.start_execution(
@@ -395,7 +500,11 @@ class Intake:
         file.summary.update(
             outcome="splitting",
             message=(
-                f"The file has {source.size} bytes, over the part size of {self.settings.part_size} "
+                f"The {manifest} names the parts of one export: they load as one, in as few jobs as fit "
+                f"under the part size of {self.settings.part_size} bytes. This summary is replaced by one "
+                "listing the jobs when they are done."
+                if manifest
+                else f"The file has {source.size} bytes, over the part size of {self.settings.part_size} "
                 "bytes: it is being cut into row-aligned parts, each uploaded and imported as its own job. "
                 "This summary is replaced by one listing the parts when they are done."
             ),

@@ -58,10 +58,11 @@ class ByteRange(_Doc):
     etag: str | None = None
     start: int = Field(ge=0)
     end: int = Field(gt=0)
+    newline_after: bool = False  # a manifest entry whose last line has no newline: one is added
 
     @property
     def size(self) -> int:
-        return self.end - self.start
+        return self.end - self.start + (1 if self.newline_after else 0)
 
 
 class ParquetPiece(_Doc):

@@ -59,6 +59,8 @@ def part_entry(
         "rows": spec.rows,
         "outcome": outcome,
     }
+    if spec.segments:  # a manifest's load: which part files the job holds
+        entry["segments"] = [segment.key for segment in spec.segments]
     metrics = (summary or {}).get("metrics") or {}
     if metrics:
         entry["rowsImported"] = metrics.get("rowsImported", metrics.get("validRows"))

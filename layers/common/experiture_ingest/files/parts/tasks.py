@@ -35,6 +35,13 @@ from experiture_ingest.files.layout import (
     result_key,
 )
 from experiture_ingest.files.parts.errors import PartsError
+from experiture_ingest.files.parts.manifest import (
+    common_format,
+    plan_manifest,
+    read_manifest,
+    resolve_entries,
+    success_folder_entries,
+)
 from experiture_ingest.files.parts.plan import PartPlan, PartSpec, plan_split
 from experiture_ingest.files.parts.report import LANDED, combined_summary, merge_errors
 from experiture_ingest.files.parts.upload import PartBody, part_file_name, part_identity, upload_part
@@ -116,10 +123,10 @@ def plan_parts(
     """Plan the parts and write them for the Map states; a refusal ends the file with its summary."""
     source = run.source
     try:
-        plan = plan_split(deps.s3, source, run.part_max_bytes, chunk_bytes=max(deps.chunk_bytes, 1024 * 1024))
+        plan = _plan(run, deps)
     except PartsError as exc:
         summary = {
-            "outcome": "refused",
+            "outcome": "failed" if exc.code == "MANIFEST_PART_MISSING" else "refused",
             "message": f"The file was not imported: {exc.message}",
             "key": source.key,
             "objectName": run.object_name,
@@ -131,6 +138,21 @@ def plan_parts(
         logger.warning("file refused: %s", exc)
         return {"refused": True, "outcome": "refused", "summaryKey": _finish(deps.s3, run, summary)}
     return write_plan(deps.s3, run, plan, state_machine_arn=state_machine_arn)
+
+
+def _plan(run: SplitRun, deps: PartsDeps) -> PartPlan:
+    source = run.source
+    if run.manifest is None:
+        return plan_split(deps.s3, source, run.part_max_bytes, chunk_bytes=max(deps.chunk_bytes, 1024 * 1024))
+    entries = (
+        read_manifest(deps.s3, source)
+        if run.manifest == "manifest"
+        else success_folder_entries(deps.s3, source.bucket, source.key)
+    )
+    files, skipped = resolve_entries(deps.s3, source.bucket, entries)
+    if skipped:
+        logger.warning("optional manifest entries missing, skipped: %s", ", ".join(skipped[:20]))
+    return plan_manifest(deps.s3, source, files, common_format(files), run.part_max_bytes)
 
 
 def write_plan(s3: S3Client, run: SplitRun, plan: PartPlan, *, state_machine_arn: str) -> dict[str, Any]:

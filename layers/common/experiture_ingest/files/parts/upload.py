@@ -93,6 +93,8 @@ class PartBody:
                 yield from reader
             finally:
                 reader.close()
+            if byte_range.newline_after:
+                yield b"\n"
         if self.footer is not None:
             yield self.footer
 
