@@ -53,9 +53,12 @@ def _spec(event: dict[str, Any]) -> PartSpec:
 def plan_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     """Plan the parts (one pass over a CSV/JSONL file, the footer of a Parquet file)."""
     execution = event.get("execution") or {}
+    margin_ms = 30_000  # room to write the refusal (or the plan) after the scan
+    planner = deps()
+    planner.time_budget = lambda: max(context.get_remaining_time_in_millis() - margin_ms, 1_000) / 1000
     return tasks.plan_parts(
         _run(event),
-        deps(),
+        planner,
         state_machine_arn=str(event["stateMachineArn"]),
         execution_name=str(execution.get("name") or "local"),
     )

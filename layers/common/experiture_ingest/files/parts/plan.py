@@ -37,7 +37,7 @@ from experiture_ingest.files.parts.records import RecordScanner
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
-SCAN_CHUNK_BYTES = 8 * 1024 * 1024
+SCAN_CHUNK_BYTES = 4 * 1024 * 1024
 PARQUET_MAGIC_BYTES = 4
 PARQUET_FOOTER_MAX_BYTES = 64 * 1024 * 1024
 
@@ -140,19 +140,49 @@ def stream_object(s3: S3Client, source: SourceObject, chunk_bytes: int = SCAN_CH
 
 
 def plan_split(
-    s3: S3Client, source: SourceObject, part_max_bytes: int, *, chunk_bytes: int = SCAN_CHUNK_BYTES
+    s3: S3Client,
+    source: SourceObject,
+    part_max_bytes: int,
+    *,
+    chunk_bytes: int = SCAN_CHUNK_BYTES,
+    time_budget: float | None = None,
 ) -> PartPlan:
-    """The parts of ``source`` (larger than ``part_max_bytes``), or :class:`SplitRefusedError`."""
+    """The parts of ``source`` (larger than ``part_max_bytes``), or :class:`SplitRefusedError`.
+
+    With ``time_budget`` (seconds), a scan that, at the rate measured so far, would not finish in
+    time is refused early with a reason, instead of timing out without one.
+    """
     if source.compression == "gzip":
         raise SplitRefusedError(gzip_refusal(source.size, part_max_bytes), code="GZIP_TOO_LARGE")
     if source.format == "parquet":
         return plan_parquet(s3, source, part_max_bytes)
     started = time.perf_counter()
-    plan = plan_text(stream_object(s3, source, chunk_bytes), source, part_max_bytes)
+    chunks = stream_object(s3, source, chunk_bytes)
+    if time_budget is not None:
+        chunks = _within(chunks, source.size, time_budget)
+    plan = plan_text(chunks, source, part_max_bytes)
     seconds = time.perf_counter() - started
     plan.scan_seconds = round(seconds, 3)
     plan.scan_mb_per_second = round(source.size / 1e6 / seconds, 1) if seconds > 0 else None
     return plan
+
+
+def _within(chunks: Iterator[bytes], size: int, budget: float) -> Iterator[bytes]:
+    """``chunks``, refused as soon as the rate so far says the pass would not end within ``budget``."""
+    started = time.monotonic()
+    done = 0
+    for chunk in chunks:
+        done += len(chunk)
+        elapsed = time.monotonic() - started
+        if elapsed > 5 and done < size and elapsed * size / done > budget:
+            rate = done / 1e6 / elapsed
+            raise SplitRefusedError(
+                f"finding the record boundaries of this {size}-byte file runs at {rate:.0f} MB/s here and "
+                f"would take {size / 1e6 / rate:.0f} s, more than the {budget:.0f} s a function may run; "
+                "split the file before dropping it, or send it as Parquet (split from its footer alone)",
+                code="SPLIT_TOO_SLOW",
+            )
+        yield chunk
 
 
 def gzip_refusal(size: int, part_max_bytes: int) -> str:

@@ -19,7 +19,7 @@ feed bytes up to a limit and cut there.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from itertools import accumulate
 from operator import methodcaller, xor
 from typing import Literal
@@ -31,6 +31,7 @@ _JSONL_BLANK = re.compile(rb"\n[ \t\r\x0b\x0c]*(?=\n)")
 _JSONL_SPACE = b" \t\r\n\x0b\x0c"
 _QUOTES = methodcaller("count", b'"')
 _ONE = 1
+_NOT_QUOTE_OR_NEWLINE = bytes(b for b in range(256) if b not in b'"\n')
 
 
 class RecordScanner:
@@ -60,7 +61,10 @@ class RecordScanner:
         if not data:
             return
         if self.csv and (self.in_quotes or b'"' in data):
-            self._feed_quoted(data)
+            if self.first_boundary is None:
+                self._feed_quoted(data)
+            else:
+                self._feed_quoted_fast(data)
         else:
             self._feed_plain(data)
         self.offset += len(data)
@@ -116,6 +120,29 @@ class RecordScanner:
         tail = lines[last + 1 :]
         self._content = len(tail) > 1 or not self._is_blank(tail[0])
 
+    def _feed_quoted_fast(self, data: bytes) -> None:
+        """As :meth:`_feed_quoted`, on the quotes alone: every byte but ``"`` and newline is dropped
+        in C first, so each line is a run of quotes whose length is its count."""
+        lines = data.translate(None, _NOT_QUOTE_OR_NEWLINE).split(b"\n")
+        states = list(accumulate(map(_ONE.__and__, map(len, lines)), xor, initial=int(self.in_quotes)))
+        ends = states[1 : len(lines)]
+        boundaries = len(ends) - sum(ends)
+        self.in_quotes = bool(states[-1])
+        if not boundaries:
+            self._content = self._content or len(lines) > 1 or not self._is_blank(data)
+            return
+        blanks = 0
+        for line in _empty_lines(data):
+            if not states[line] and not states[line + 1] and (line or not self._content):
+                blanks += 1
+        self.records += boundaries - blanks
+        last = len(ends) - 1 - ends[::-1].index(0)  # the line whose newline is the last boundary
+        at = len(data)
+        for _ in range(len(lines) - 1 - last):  # back over the newlines after it
+            at = data.rfind(b"\n", 0, at)
+        self._boundary(self.offset + at + 1)
+        self._content = len(lines) - 1 > last + 1 or not self._is_blank(data[at + 1 :])
+
     def _boundary(self, at: int) -> None:
         self.last_boundary = at
         self.records_at_last_boundary = self.records
@@ -133,6 +160,17 @@ class RecordScanner:
             if self.first_boundary is None:
                 self.first_boundary = self.offset
         self._content = False
+
+
+def _empty_lines(data: bytes) -> Iterator[int]:
+    """Indexes of the lines of ``data`` that are empty (or a lone ``\\r``), except the last one."""
+    if data.startswith((b"\n", b"\r\n")):
+        yield 0
+    line, at = 0, 0
+    for match in _CSV_BLANK.finditer(data):
+        line += data.count(b"\n", at, match.start()) + 1
+        at = match.start() + 1
+        yield line
 
 
 def _first_record_end(view: bytes, start: int, is_blank: Callable[[bytes], bool]) -> int:

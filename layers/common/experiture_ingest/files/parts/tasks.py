@@ -77,6 +77,8 @@ class PartsDeps:
     chunk_bytes: int = DEFAULT_CHUNK_BYTES
     read_ahead_bytes: int = DEFAULT_READ_AHEAD_BYTES
     max_jobs_per_part: int = 3
+    # Seconds the current invocation may still run (a Lambda's remaining time, less a margin).
+    time_budget: Callable[[], float | None] = field(default=lambda: None)
 
 
 def _put_json(s3: S3Client, bucket: str, key: str, doc: Any) -> None:
@@ -143,7 +145,7 @@ def plan_parts(
 def _plan(run: SplitRun, deps: PartsDeps) -> PartPlan:
     source = run.source
     if run.manifest is None:
-        return plan_split(deps.s3, source, run.part_max_bytes, chunk_bytes=max(deps.chunk_bytes, 1024 * 1024))
+        return plan_split(deps.s3, source, run.part_max_bytes, time_budget=deps.time_budget())
     entries = (
         read_manifest(deps.s3, source)
         if run.manifest == "manifest"
