@@ -13,6 +13,7 @@ BENCHMARKS = {
     "sandbox_load": ["--clients", "50", "--batches-per-client", "2"],
     "sandbox_upload": ["--size-mb", "1024"],
     "file_upload": [],
+    "file_split": ["--size-mb", "1024", "--part-mb", "128", "--workers", "1", "2", "4", "--rounds", "3"],
     "stream_writer": ["--records", "10000", "--per-message", "100"],
 }
 

@@ -18,6 +18,11 @@ Steps, each visible to the user in ``results/<key>.json`` and the object's tags:
    without opening another job.
 5. **Hand off** to the import state machine (:class:`~experiture_ingest.files.handoff.ImportRun`).
 
+A file larger than the part size (``INTAKE_PART_MAX_BYTES``) skips 3-4: it is handed off as
+``{"split": SplitRun}`` and the state machine plans, uploads and imports its parts
+(:mod:`experiture_ingest.files.parts`). In a folder whose config says ``waitFor``, data files are
+held (``waiting``) and a manifest or ``_SUCCESS`` marker hands off all its parts as one load.
+
 >>> import uuid
 >>> key = idempotency_key("b", "incoming/contacts/a.csv", "v1", None)
 >>> key == idempotency_key("b", "incoming/contacts/a.csv", "v1", None), uuid.UUID(key).version

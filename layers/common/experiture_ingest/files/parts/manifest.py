@@ -54,7 +54,6 @@ if TYPE_CHECKING:
 MANIFEST_MAX_BYTES = 16 * 1024 * 1024
 SUCCESS_MARKER = "_SUCCESS"
 HEADER_SCAN_BYTES = 1024 * 1024
-_MIN_CUT_ROOM = 64 * 1024  # less room than this left in a job is not worth a ranged read to fill
 
 
 def is_manifest_key(key: str) -> bool:
@@ -448,7 +447,7 @@ def _pack(
             size += piece.size
             continue
         room = part_max - size
-        if jobs and not alone and cut is not None and room >= min(_MIN_CUT_ROOM, part_max // 8):
+        if jobs and not alone and cut is not None and room > 0:
             halves = cut(piece, room)
             if halves is not None:
                 jobs[-1].append(halves[0])
