@@ -2,7 +2,7 @@
 state machine. Thin: parse the event, call :class:`experiture_ingest.files.intake.Intake`, report.
 
 Environment (see :class:`~experiture_ingest.files.intake.IntakeSettings`): IMPORT_STATE_MACHINE_ARN
-(required), INTAKE_SINGLE_PUT_MAX_BYTES, INTAKE_MAX_JOBS_PER_FILE, INTAKE_CHUNK_BYTES,
+(required), INTAKE_SINGLE_PUT_MAX_BYTES, INTAKE_PART_MAX_BYTES, INTAKE_PART_WORKERS, INTAKE_MAX_JOBS_PER_FILE, INTAKE_CHUNK_BYTES,
 INTAKE_READ_AHEAD_BYTES, IMPORT_POLL_* (passed on in the hand-off), and the client's EXPERITURE_*.
 """
 
@@ -54,6 +54,10 @@ def _count(outcome: IntakeOutcome) -> None:
         metrics.add_metric(name="FilesRefused", unit=MetricUnit.Count, value=1)
     elif outcome.outcome == "duplicate":
         metrics.add_metric(name="DuplicateEvents", unit=MetricUnit.Count, value=1)
+    elif outcome.outcome == "splitting":  # over the part size, or a manifest's load
+        metrics.add_metric(name="FilesSplit", unit=MetricUnit.Count, value=1)
+    elif outcome.outcome == "waiting":  # held until its export's manifest or _SUCCESS
+        metrics.add_metric(name="FilesHeld", unit=MetricUnit.Count, value=1)
     elif outcome.outcome in ("rejected", "failed"):
         metrics.add_metric(name="FilesFailed", unit=MetricUnit.Count, value=1)
     if outcome.bytes_uploaded:

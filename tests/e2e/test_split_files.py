@@ -221,3 +221,52 @@ def test_a_failed_part_makes_the_file_partially_failed_naming_its_rows_and_a_red
     assert again["files"][0]["outcome"] == "duplicate"
     assert len(sandbox.admin.import_jobs()) == jobs_before
     assert len(sandbox.admin.records("contacts")) == landed
+
+
+@pytest.mark.slow
+def test_a_csv_of_several_hundred_mb_splits_and_lands_every_good_row_once(sandbox: SandboxHandle) -> None:
+    # Given a ~300 MB CSV (quoted multi-line fields, scattered bad rows) and 64 MiB parts
+    rng = random.Random(3)
+    out = io.BytesIO()
+    out.write(b"email,first_name,city\r\n")
+    bad: set[int] = set()
+    good = 0
+    pad = "y" * 250
+    n = 0
+    while out.tell() < 300 * 10**6:
+        n += 1
+        if rng.random() < 0.001:
+            bad.add(n)
+            email = f"not-an-email-{n}"
+        else:
+            good += 1
+            email = f"u{n}@example.com"
+        city = '"Oslo\nNorway"' if n % 7 == 0 else f'"{pad} ""{n}"""'
+        out.write(f"{email},Name {n},{city}\r\n".encode())
+    data = out.getvalue()
+    env = {
+        "EXPERITURE_API_URL": sandbox.base_url,
+        "EXPERITURE_API_TOKEN": sandbox.token,
+        "INTAKE_PART_MAX_BYTES": str(64 * MIB),
+        "IMPORT_POLL_INITIAL_SECONDS": "1",
+        "IMPORT_POLL_FACTOR": "1",
+        "IMPORT_POLL_MAX_SECONDS": "2",
+    }
+    with LocalAws(env=env) as aws:
+        aws.s3.create_bucket(Bucket=BUCKET)
+        aws.s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
+        key = "incoming/contacts/several-hundred-mb.csv"
+        # When it is dropped
+        summary = _run(aws, key, data, timeout=3600)
+        # Then every part starts with the header and ends on a record boundary
+        assert summary["_status"] == "SUCCEEDED", summary
+        parts = summary["parts"]
+        assert len(parts) == 5 and sum(p["rows"] for p in parts) == n
+        for part in parts:
+            uploaded = sandbox.admin.upload_bytes(part["jobId"])
+            assert uploaded.startswith(b"email,first_name,city\r\n") and uploaded.endswith(b'"\r\n')
+            assert len(uploaded) <= 64 * MIB
+        # And every good row landed exactly once, and the errors file holds exactly the bad rows
+        emails = [r["email"] for r in sandbox.admin.records("contacts")]
+        assert len(emails) == len(set(emails)) == good
+        assert sorted(e["rowNumber"] for e in _errors(aws, key)) == sorted(bad)
