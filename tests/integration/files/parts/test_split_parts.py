@@ -191,3 +191,14 @@ def test_a_part_upload_lands_in_its_own_job_and_a_rerun_replays_that_job(
     assert uploaded.startswith(b"email,note,age\r\n") and len(uploaded) == spec.bytes
     assert _rows(uploaded)[1:] == _rows(data)[spec.first_row_number : spec.first_row_number + spec.rows]
     assert len(sandbox.admin.import_jobs()) == 1
+
+
+def test_a_record_straddling_a_cut_and_longer_than_a_later_part_is_refused(s3: Any) -> None:
+    # Given a first part that ends inside a record longer than what later parts can hold (part size
+    # less the header)
+    header = b"email,note," + b"h" * 300 + b"\n"
+    data = header + b"a@b.c,x,y\n" + b'a@b.c,"' + b"z" * 700 + b'",y\n' + b"a@b.c,x,y\n" * 50
+    source = _put(s3, "incoming/contacts/straddle.csv", data)
+    with pytest.raises(SplitRefusedError) as caught:
+        plan_split(s3, source, 900, chunk_bytes=64)
+    assert caught.value.code == "RECORD_TOO_LARGE"

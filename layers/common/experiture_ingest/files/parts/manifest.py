@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from experiture_ingest.files.formats import FileFormat, detect_format
 from experiture_ingest.files.handoff import SourceObject
 from experiture_ingest.files.header import HeaderError, columns_from_text
+from experiture_ingest.files.layout import INCOMING_PREFIX
 from experiture_ingest.files.parquet_footer import ParquetFooterError, RowGroup, schema_bytes
 from experiture_ingest.files.parts.errors import ManifestError, PartsError
 from experiture_ingest.files.parts.plan import (
@@ -176,6 +177,12 @@ def resolve_entries(
         raise ManifestError(
             f"the manifest names parts outside the ingest bucket {bucket}: {', '.join(elsewhere[:10])}; "
             "unload into this bucket's incoming/ folder"
+        )
+    outside = [e.key for e in entries if not e.key.startswith(INCOMING_PREFIX)]
+    if outside:
+        raise ManifestError(
+            f"the manifest names parts outside {INCOMING_PREFIX}: {', '.join(outside[:10])}; the stack reads "
+            f"only {INCOMING_PREFIX}, so unload there"
         )
     present: list[PartFile] = []
     missing: list[str] = []

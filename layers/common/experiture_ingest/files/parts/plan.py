@@ -205,9 +205,14 @@ def plan_text(chunks: Iterator[bytes], source: SourceObject, part_max_bytes: int
         pos = 0
         while scan.offset + len(chunk) - pos > limit:
             take = limit - scan.offset
+            start = cuts[-1][0]
+            if take < 0:  # the record begun before the last cut is already longer than a part
+                raise SplitRefusedError(
+                    _record_too_large(fmt, scan.last_boundary, part_max_bytes, header),
+                    code="RECORD_TOO_LARGE",
+                )
             scan.feed(chunk[pos : pos + take])
             pos += take
-            start = cuts[-1][0]
             if scan.last_boundary <= start:
                 raise SplitRefusedError(
                     _record_too_large(fmt, start, part_max_bytes, header), code="RECORD_TOO_LARGE"
