@@ -7,8 +7,10 @@ The part size is lowered to its minimum (1 MiB) so a few-MiB file splits into se
 from __future__ import annotations
 
 import csv
+import gzip
 import io
 import json
+import os
 import random
 from collections.abc import Iterator
 from typing import Any
@@ -221,6 +223,28 @@ def test_a_failed_part_makes_the_file_partially_failed_naming_its_rows_and_a_red
     assert again["files"][0]["outcome"] == "duplicate"
     assert len(sandbox.admin.import_jobs()) == jobs_before
     assert len(sandbox.admin.records("contacts")) == landed
+
+
+def test_a_gzip_file_over_the_part_size_is_refused_with_its_size_and_the_fix(
+    aws: LocalAws, sandbox: SandboxHandle
+) -> None:
+    # Given a gzip CSV larger than a 1 MiB part (it cannot be cut without inflating all of it)
+    data, _, _ = _contacts_csv(40_000, bad_every=397)
+    body = gzip.compress(data + os.urandom(MIB).hex().encode(), compresslevel=1)
+    assert len(body) > MIB
+    key = "incoming/contacts/big.csv.gz"
+    # When it is dropped
+    answer = aws.drop(BUCKET, key, body)
+    # Then it is refused before any job or execution, naming its size, the part size and the fix
+    assert answer["files"][0]["outcome"] == "refused"
+    summary = _summary(aws, key)
+    assert summary["reason"]["code"] == "GZIP_TOO_LARGE"
+    assert (
+        f"{len(body)} bytes" in summary["reason"]["message"]
+        and f"{MIB} bytes" in summary["reason"]["message"]
+    )
+    assert "Split the data before compressing" in summary["reason"]["message"]
+    assert sandbox.admin.import_jobs() == [] and aws.executions() == []
 
 
 @pytest.mark.slow
