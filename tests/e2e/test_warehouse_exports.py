@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from cli.local_aws import LocalAws
-from experiture_ingest.files.layout import result_key
+from experiture_ingest.files.layout import errors_key, result_key
 from sandbox.testing import SandboxHandle
 
 BUCKET = "ingest-exports"
@@ -44,9 +44,17 @@ def _config(aws: LocalAws, folder: str, wait_for: str) -> None:
     )
 
 
+def _is_bad(n: int, i: int) -> bool:
+    return (n * 7919 + i) % 997 == 0
+
+
 def _csv_part(n: int, rows: int) -> bytes:
+    """A part file whose row i (from 0) is bad when ``_is_bad(n, i)``; quoted multi-line names."""
     lines = ["email,first_name,city"]
-    lines += [f'p{n}r{i}@example.com,"Name\n{i}",{"x" * 60}' for i in range(rows)]
+    lines += [
+        f'{f"bad-{n}-{i}" if _is_bad(n, i) else f"p{n}r{i}@example.com"},"Name\n{i}",{"x" * 60}'
+        for i in range(rows)
+    ]
     return ("\r\n".join(lines) + "\r\n").encode()
 
 
@@ -85,11 +93,16 @@ def test_a_manifest_of_40_parts_loads_as_one_in_as_few_jobs_as_fit(
     status, summary = _load(aws, "incoming/contacts/unload/manifest", json.dumps(manifest).encode())
     # Then all parts load in at most ceil(total bytes / part size) jobs, every row once
     assert status == "SUCCEEDED", summary
-    assert summary["outcome"] == "completed"
+    assert summary["outcome"] == "completed_with_errors"
     jobs = summary["parts"]
     assert len(jobs) <= math.ceil(total / MIB) and len(sandbox.admin.import_jobs()) == len(jobs)
+    bad = {(keys[n], i + 1) for n in range(40) for i in range(900) if _is_bad(n, i)}
     emails = [r["email"] for r in sandbox.admin.records("contacts")]
-    assert len(emails) == len(set(emails)) == 40 * 900
+    assert len(emails) == len(set(emails)) == 40 * 900 - len(bad)
+    # And each rejected row is named by its part file and its row in that file
+    raw = aws.s3.get_object(Bucket=BUCKET, Key=errors_key("incoming/contacts/unload/manifest"))["Body"].read()
+    errors = [json.loads(line) for line in raw.splitlines()]
+    assert {(e["key"], e["rowNumber"]) for e in errors} == bad and len(errors) == len(bad)
     # And each job holds one header and several parts, under the part size
     for job in jobs:
         uploaded = sandbox.admin.upload_bytes(job["jobId"])

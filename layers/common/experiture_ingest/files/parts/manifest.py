@@ -379,7 +379,8 @@ def plan_manifest(
         if fmt.format == "csv":
             file_header, names = _csv_header(s3, file)
             if first_header is None:
-                first_header, header, header_range = names, file_header, file.range(0, file_header)
+                first_header, header = names, file_header
+                header_range = file.range(0, file_header).model_copy(update={"header": True})
             elif names != first_header:
                 raise ManifestError(
                     f"part {file.key} has the header {names}, not {first_header} like the first part; "
@@ -508,7 +509,12 @@ def _pack_parquet(manifest: SourceObject, pieces: list[_Piece], part_max: int, t
                 runs[-1][1].append(group)
             else:
                 runs.append((piece, [group]))
-        ranges = [piece.file.range(groups[0].start, groups[-1].end) for piece, groups in runs]
+        ranges = [
+            piece.file.range(groups[0].start, groups[-1].end).model_copy(
+                update={"rows": sum(g.rows for g in groups)}
+            )
+            for piece, groups in runs
+        ]
         footer_pieces = [
             (
                 piece.metadata or b"",

@@ -59,6 +59,8 @@ class ByteRange(_Doc):
     start: int = Field(ge=0)
     end: int = Field(gt=0)
     newline_after: bool = False  # a manifest entry whose last line has no newline: one is added
+    header: bool = False  # the CSV header sent in front of a part's records (not rows)
+    rows: int | None = None  # data rows in the range, when known at planning (Parquet)
 
     @property
     def size(self) -> int:
@@ -240,7 +242,7 @@ def plan_text(chunks: Iterator[bytes], source: SourceObject, part_max_bytes: int
             continue  # only blank lines after the last cut
         ranges = [_range(source, start, end)]
         if fmt == "csv" and start > 0:
-            ranges.insert(0, _range(source, 0, header))
+            ranges.insert(0, _range(source, 0, header).model_copy(update={"header": True}))
         parts.append(
             PartSpec(
                 index=len(parts) + 1,

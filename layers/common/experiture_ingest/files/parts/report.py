@@ -72,17 +72,62 @@ def part_entry(
     return entry
 
 
-def _error_lines(s3: S3Client, bucket: str, key: str, offset: int, index: int) -> Iterator[bytes]:
-    """A part's errors file with ``rowNumber`` moved to the original file's numbering."""
+RowMap = list[tuple[str, int, int]]  # per range of a job: (part file key, rows, first row in that file)
+
+
+def row_maps(plan: PartPlan, uploads: Mapping[int, Mapping[str, Any] | None]) -> dict[int, RowMap]:
+    """For a manifest's load: which part file each job's rows come from, when every count is known.
+
+    Rows are counted per range by the worker (text) or known from the footer (Parquet); a file whose
+    rows are not all known (gzip, or a worker that replayed an earlier upload) keeps job numbering.
+    """
+    next_row: dict[str, int] = {}
+    unknown: set[str] = set()
+    maps: dict[int, RowMap] = {}
+    for spec in plan.parts:
+        data = [r for r in spec.ranges if not r.header]
+        counted = (uploads.get(spec.index) or {}).get("rangeRows")
+        rows = counted if isinstance(counted, list) and len(counted) == len(data) else [r.rows for r in data]
+        entries: RowMap = []
+        for byte_range, n in zip(data, rows, strict=True):
+            if n is None or byte_range.key in unknown:
+                unknown.add(byte_range.key)
+                continue
+            first = next_row.get(byte_range.key, 1)
+            entries.append((byte_range.key, n, first))
+            next_row[byte_range.key] = first + n
+        maps[spec.index] = entries if len(entries) == len(data) else []
+    return maps
+
+
+def _locate(row: int, entries: RowMap) -> tuple[str, int] | None:
+    before = 0
+    for key, rows, first in entries:
+        if row <= before + rows:
+            return key, first + row - before - 1
+        before += rows
+    return None
+
+
+def _error_lines(
+    s3: S3Client, bucket: str, key: str, *, offset: int, index: int, entries: RowMap | None
+) -> Iterator[bytes]:
+    """A part's errors file with ``rowNumber`` moved to the original file's numbering (a split file)
+    or to the row of the part file it came from (a manifest's load, ``key`` naming the file)."""
     body = s3.get_object(Bucket=bucket, Key=key)["Body"]
     try:
         for line in body.iter_lines():
             if not line.strip():
                 continue
             doc = json.loads(line)
-            if isinstance(doc.get("rowNumber"), int):
-                doc["partRowNumber"] = doc["rowNumber"]
-                doc["rowNumber"] += offset
+            row = doc.get("rowNumber")
+            if isinstance(row, int):
+                doc["partRowNumber"] = row
+                located = _locate(row, entries) if entries else None
+                if located is not None:
+                    doc["key"], doc["rowNumber"] = located
+                elif entries is None:
+                    doc["rowNumber"] = row + offset
             doc["part"] = index
             yield json.dumps(doc, separators=(",", ":")).encode() + b"\n"
     finally:
@@ -90,18 +135,30 @@ def _error_lines(s3: S3Client, bucket: str, key: str, offset: int, index: int) -
 
 
 def merge_errors(
-    s3: S3Client, plan: PartPlan, with_errors: list[PartSpec], *, part_bytes: int
+    s3: S3Client,
+    plan: PartPlan,
+    with_errors: list[PartSpec],
+    uploads: Mapping[int, Mapping[str, Any] | None],
+    *,
+    part_bytes: int,
 ) -> ErrorsFile | None:
     """``results/<key>.errors.jsonl`` from the parts' errors files, in part order (constant memory)."""
     if not with_errors:
         return None
     source = plan.source
+    maps = row_maps(plan, uploads) if plan.kind == "manifest" else {}
 
     def lines() -> Iterator[bytes]:
         for spec in with_errors:
             offset = (spec.first_row_number or 1) - 1
+            entries = maps.get(spec.index) if plan.kind == "manifest" else None
             yield from _error_lines(
-                s3, source.bucket, part_errors_key(source.key, spec.index), offset, spec.index
+                s3,
+                source.bucket,
+                part_errors_key(source.key, spec.index),
+                offset=offset,
+                index=spec.index,
+                entries=entries,
             )
 
     return stream_to_s3(lines(), s3, source.bucket, errors_key(source.key), part_bytes=part_bytes)

@@ -18,7 +18,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from botocore.exceptions import ClientError
 from pydantic import BaseModel, ConfigDict, Field
@@ -206,8 +206,12 @@ def upload_one(run: SplitRun, spec: PartSpec, count: int, deps: PartsDeps) -> di
     fmt = detect_format(run.source.key) or detect_format(spec.ranges[0].key)
     if fmt is None:
         raise PartsError(f"{run.source.key} has no supported extension")
+    # A manifest's job: count each part file's rows on the way, so rejected rows can be named by file.
+    counter: Literal["csv", "jsonl"] | None = None
+    if run.manifest and fmt.compression is None and fmt.format != "parquet":
+        counter = "csv" if fmt.format == "csv" else "jsonl"
     body = PartBody.prepare(
-        deps.s3, spec, chunk_bytes=deps.chunk_bytes, read_ahead_bytes=deps.read_ahead_bytes
+        deps.s3, spec, chunk_bytes=deps.chunk_bytes, read_ahead_bytes=deps.read_ahead_bytes, count=counter
     )
     request = ImportJobInit(
         object_name=run.object_name,
@@ -327,7 +331,7 @@ def combine(
         and (summaries.get(spec.index) or {}).get("errorsFile")
     ]
     with storage_errors("writing the errors file"):
-        errors_file = merge_errors(deps.s3, plan, with_errors, part_bytes=part_bytes)
+        errors_file = merge_errors(deps.s3, plan, with_errors, uploads, part_bytes=part_bytes)
     summary = combined_summary(
         run, plan, summaries, uploads, errors_file, finished_at=deps.now(), execution_name=execution_name
     )

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from experiture_ingest.client import (
     ExperitureClient,
@@ -27,7 +27,7 @@ from experiture_ingest.client.idempotency import derived_key
 from experiture_ingest.files.formats import FileFormat
 from experiture_ingest.files.handoff import SourceObject
 from experiture_ingest.files.parquet_footer import MAGIC
-from experiture_ingest.files.parts.errors import PartSourceChangedError
+from experiture_ingest.files.parts.errors import PartsError, PartSourceChangedError
 from experiture_ingest.files.parts.plan import (
     PARQUET_MAGIC_BYTES,
     ByteRange,
@@ -35,6 +35,7 @@ from experiture_ingest.files.parts.plan import (
     part_footer_bytes,
     read_footer,
 )
+from experiture_ingest.files.parts.records import RecordScanner
 from experiture_ingest.files.streaming import DEFAULT_CHUNK_BYTES, DEFAULT_READ_AHEAD_BYTES, ReadAhead
 
 if TYPE_CHECKING:
@@ -65,6 +66,8 @@ class PartBody:
     chunk_bytes: int = DEFAULT_CHUNK_BYTES
     read_ahead_bytes: int = DEFAULT_READ_AHEAD_BYTES
     footer: bytes | None = None
+    count: Literal["csv", "jsonl"] | None = None  # count each range's records while streaming
+    range_rows: list[int | None] = field(default_factory=list)  # per range that is not a header
 
     @classmethod
     def prepare(cls, s3: S3Client, spec: PartSpec, **kwargs: Any) -> PartBody:
@@ -84,19 +87,38 @@ class PartBody:
         """A fresh chunk iterator (pass ``body.open`` to ``client.upload``); closing it stops the reads."""
         if self.footer is not None:
             yield MAGIC
+        self.range_rows = []
         for byte_range in self.spec.ranges:
             body = self.s3.get_object(**_get_args(byte_range))["Body"]
             reader = ReadAhead(
                 body, chunk_bytes=self.chunk_bytes, max_chunks=self.read_ahead_bytes // self.chunk_bytes
             )
+            scan = RecordScanner(self.count) if self.count and not byte_range.header else None
+            seen = 0
             try:
-                yield from reader
+                for chunk in reader:
+                    if scan is not None:
+                        scan.feed(chunk)
+                    seen += len(chunk)
+                    if seen == byte_range.end - byte_range.start and not byte_range.header:
+                        # Counted before the last chunk goes out: the upload stops reading once it has
+                        # the part's bytes, so code after the final yield may never run.
+                        self.range_rows.append(_finished(scan) if scan is not None else byte_range.rows)
+                    yield chunk
             finally:
                 reader.close()
             if byte_range.newline_after:
                 yield b"\n"
         if self.footer is not None:
             yield self.footer
+
+
+def _finished(scan: RecordScanner) -> int | None:
+    try:
+        scan.finish()
+    except PartsError:
+        return None
+    return scan.records
 
 
 @dataclass
@@ -110,9 +132,11 @@ class PartUpload:
     upload_attempts: int
     correlation_ids: list[str] = field(default_factory=list)
     abandoned_job_ids: list[str] = field(default_factory=list)
+    range_rows: list[int | None] = field(default_factory=list)
 
     def wire(self) -> dict[str, Any]:
         return {
+            "rangeRows": self.range_rows,
             "index": self.index,
             "jobId": self.job_id,
             "bytes": self.bytes,
@@ -183,6 +207,7 @@ def upload_part(
                 result.attempts,
                 correlation_ids,
                 abandoned,
+                list(body.range_rows),
             )
         logger.warning(
             "part %d: job %s abandoned (%s); initializing a fresh job", spec.index, slot.job_id, last
