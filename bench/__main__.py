@@ -15,6 +15,7 @@ BENCHMARKS = {
     "file_upload": [],
     "file_split": ["--size-mb", "1024", "--part-mb", "128", "--workers", "1", "2", "4", "--rounds", "3"],
     "stream_writer": ["--records", "10000", "--per-message", "100"],
+    "cold_start": ["--rounds", "9"],
 }
 
 

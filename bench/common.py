@@ -14,6 +14,7 @@ import httpx
 import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
+ADMIN_TOKEN = "bench-admin"  # the spawned sandboxes' admin token (X-Sandbox-Admin-Token)
 
 SERVE_SANDBOX = """
 import argparse, sys
@@ -45,7 +46,8 @@ def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 30) -> 
 
 def spawn_sandbox(port: int, *extra: str) -> subprocess.Popen[bytes]:
     """``experiture-ingest sandbox`` in a subprocess (without importing cli.demo)."""
-    cmd = [sys.executable, "-c", SERVE_SANDBOX, "--port", str(port), "--log-level", "warning", *extra]
+    cmd = [sys.executable, "-c", SERVE_SANDBOX, "--port", str(port), "--log-level", "warning"]
+    cmd += ["--admin-token", ADMIN_TOKEN, *extra]
     proc = subprocess.Popen(
         cmd, cwd=ROOT, stdout=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": str(ROOT)}
     )

@@ -43,7 +43,7 @@ from typing import Any
 import boto3
 import httpx
 
-from bench.common import ROOT, free_port, spawn_sandbox, stop, wait_ready
+from bench.common import ADMIN_TOKEN, ROOT, free_port, spawn_sandbox, stop, wait_ready
 
 CHUNK = 1 << 20
 BUCKET = "bench-ingest"
@@ -311,7 +311,11 @@ def main(argv: list[str] | None = None) -> int:
     moto_port, sandbox_port = free_port(), free_port()
     moto, sandbox = spawn_moto(moto_port), spawn_sandbox(sandbox_port, "--speed", "instant")
     s3_url, api_url = f"http://127.0.0.1:{moto_port}", f"http://127.0.0.1:{sandbox_port}/public/v1"
-    admin = httpx.Client(base_url=f"http://127.0.0.1:{sandbox_port}/_sandbox", timeout=30)
+    admin = httpx.Client(
+        base_url=f"http://127.0.0.1:{sandbox_port}/_sandbox",
+        timeout=30,
+        headers={"X-Sandbox-Admin-Token": ADMIN_TOKEN},
+    )
     curl = shutil.which("curl")
     raw_label = "raw copy (curl | curl)" if curl else "raw copy (http.client socket copy; curl not installed)"
     failures: list[str] = []

@@ -1,8 +1,10 @@
 """Run the REAL import state machine locally: moto's Step Functions interpreter, handlers in-process.
 
 What runs is ``statemachine/import_job.asl.json`` with ``template.yaml``'s DefinitionSubstitutions
-resolved: each ``!GetAtt <Function>.Arn`` becomes a local Lambda ARN routed to that function's own
-handler (its ``CodeUri`` and ``Handler`` in the template). Nothing in the definition is edited; waits
+resolved: each ``!GetAtt <Function>.Arn``, or alias (``!Ref <Function>.Alias``, SAM's reference to the
+``AutoPublishAlias``, or ``!Ref <Function>Alias<name>``, the alias resource SAM generates) becomes a
+local Lambda ARN (qualified with the alias name) routed to that function's own handler (its
+``CodeUri`` and ``Handler`` in the template). Nothing in the definition is edited; waits
 are shortened through the execution input (``poll`` settings).
 
 The shim (moto 5.2.x, pinned in pyproject.toml) is two small patches, active only inside
@@ -107,8 +109,33 @@ class ResolvedMachine:
     routes: dict[str, tuple[str, Handler]]
 
 
-def function_arn(logical_id: str) -> str:
-    return f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{logical_id}"
+def function_arn(logical_id: str, qualifier: str | None = None) -> str:
+    arn = f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{logical_id}"
+    return f"{arn}:{qualifier}" if qualifier else arn
+
+
+def _function_target(template: dict[str, Any], value: Any) -> tuple[str, str | None] | None:
+    """(function logical id, alias name or None) a substitution value points at, if it is a function."""
+    if not isinstance(value, dict):
+        return None
+    target = value.get("Fn::GetAtt")
+    if isinstance(target, list) and len(target) == 2 and target[1] == "Arn":
+        return str(target[0]), None
+    ref = value.get("Ref")
+    if not isinstance(ref, str):
+        return None
+    resources = template["Resources"]
+    if ref.endswith(".Alias"):  # SAM's property reference to the function's AutoPublishAlias
+        logical_id = ref.removesuffix(".Alias")
+        alias = (resources.get(logical_id) or {}).get("Properties", {}).get("AutoPublishAlias")
+        if not alias:
+            raise LocalAwsError(f"{ref}: {logical_id} has no AutoPublishAlias")
+        return logical_id, str(alias)
+    for logical_id, resource in resources.items():  # the alias resource SAM generates: <Fn>Alias<name>
+        alias = (resource.get("Properties") or {}).get("AutoPublishAlias")
+        if alias and ref == f"{logical_id}Alias{alias}":
+            return logical_id, str(alias)
+    return None
 
 
 def _handler_for(template: dict[str, Any], logical_id: str) -> Handler:
@@ -137,16 +164,17 @@ def resolve_machine(template: dict[str, Any] | None = None, root: Path = ROOT) -
     values: dict[str, str] = {}
     routes: dict[str, tuple[str, Handler]] = {}
     for name, value in (props.get("DefinitionSubstitutions") or {}).items():
-        target = value.get("Fn::GetAtt") if isinstance(value, dict) else None
-        if isinstance(target, list) and len(target) == 2 and target[1] == "Arn":
-            arn = function_arn(target[0])
+        target = _function_target(template, value)
+        if target is not None:
+            arn = function_arn(*target)
             routes[arn] = (target[0], _handler_for(template, target[0]))
             values[name] = arn
         elif isinstance(value, str):
             values[name] = value
         else:
             raise LocalAwsError(
-                f"substitution {name}: only !GetAtt <Function>.Arn or a string can run locally"
+                f"substitution {name}: only !GetAtt <Function>.Arn, a function's alias "
+                "(!Ref <Function>.Alias) or a string can run locally"
             )
     missing = definition_placeholders(text) - set(values)
     if missing:
@@ -214,7 +242,7 @@ def _sfn_parameter_patches() -> list[Any]:
     ]
 
 
-def _reset_warm_caches(modules: list[ModuleType]) -> None:
+def reset_warm_caches(modules: list[ModuleType]) -> None:
     """Forget clients cached by warm handlers (``functools.cache``), so they see this run's env."""
     from experiture_ingest.client import client_from_env
 
@@ -310,8 +338,8 @@ class LocalAws:
             and str(resource["Properties"].get("CodeUri", "")).startswith("functions/")
         }
         modules = {sys.modules[handler.__module__] for handler in self.functions.values()}
-        _reset_warm_caches(list(modules))
-        self._stack.callback(_reset_warm_caches, list(modules))
+        reset_warm_caches(list(modules))
+        self._stack.callback(reset_warm_caches, list(modules))
         return self
 
     def __exit__(self, *exc: object) -> None:

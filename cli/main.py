@@ -18,6 +18,7 @@ COMMAND_MODULES = [
     "sandbox.cli",
     "cli.demo",
     "cli.streams",
+    "cli.operations",
 ]
 
 

@@ -1,21 +1,28 @@
-"""Admin endpoints under ``/_sandbox/`` (no auth: the sandbox listens on loopback only).
+"""Admin endpoints under ``/_sandbox/``: they plant tokens, fail jobs and reset state, so each request
+must carry the admin token (``X-Sandbox-Admin-Token``) and come to, and from, loopback only.
 
-Answers are plain JSON, not the API envelope. See docs/sandbox.md for the list.
+The Host check stops DNS rebinding (a page on evil.example resolving to 127.0.0.1); the Origin check
+and the custom header stop a cross-site page from POSTing ``text/plain`` (a "simple" request no
+browser preflights). Answers are plain JSON, not the API envelope. See docs/sandbox.md for the list.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
+import ipaddress
 import json
 from typing import Any
+from urllib.parse import urlsplit
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 
 from sandbox.config import OAuthClient
 from sandbox.core import Sandbox
+from sandbox.crm import admin as crm_admin
 from sandbox.faults import FaultPlanError, parse_plan
 from sandbox.records import fail_job, public_job
 from sandbox.schemas import SchemaError, normalise_object
@@ -222,6 +229,39 @@ async def docs_table(request: Request) -> Response:
     return JSONResponse({table: items})
 
 
+ADMIN_TOKEN_HEADER = "x-sandbox-admin-token"  # noqa: S105 (a header name)
+
+
+def is_loopback_host(host: str) -> bool:
+    """``localhost`` or a loopback address (127.0.0.0/8, ::1)."""
+    if host.lower() in ("localhost", "localhost.localdomain"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def refusal(headers: dict[str, str], admin_token: str) -> tuple[int, str] | None:
+    """Why an admin request is refused (status, message), or None when it may proceed.
+
+    ``headers`` are the request's, names lower-case. Host must name a loopback address; an Origin, if
+    sent, must be a loopback http(s) origin; the admin token must match (compared in constant time).
+    """
+    host = urlsplit(f"//{headers.get('host', '')}").hostname or ""
+    if not is_loopback_host(host):
+        return 403, "admin requests must be addressed to a loopback host (Host header)"
+    origin = headers.get("origin")
+    if origin is not None:
+        parts = urlsplit(origin)
+        if parts.scheme not in ("http", "https") or not is_loopback_host(parts.hostname or ""):
+            return 403, "admin requests from another origin are refused (Origin header)"
+    given = headers.get(ADMIN_TOKEN_HEADER, "")
+    if not hmac.compare_digest(given.encode(), admin_token.encode()):
+        return 401, f"admin requests need the admin token in {ADMIN_TOKEN_HEADER} (printed at start)"
+    return None
+
+
 routes = [
     Route("/health", health, methods=["GET"]),
     Route("/reset", reset, methods=["POST"]),
@@ -239,5 +279,6 @@ routes = [
     Route("/faults", faults, methods=["GET", "PUT", "POST", "DELETE"]),
     Route("/tokens", tokens, methods=["POST"]),
     Route("/clients", clients, methods=["POST"]),
+    Mount("/crm", routes=crm_admin.routes),
     Route("/{table}", docs_table, methods=["GET"]),
 ]

@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -21,11 +21,14 @@ from sandbox import admin, imports, records
 from sandbox.auth import token_endpoint
 from sandbox.config import SandboxOptions
 from sandbox.core import Sandbox, api_endpoint
+from sandbox.crm import errors as crm_errors
+from sandbox.crm.api import create_crm_app
 from sandbox.errors import ApiError, error_body, error_response, json_bytes
 from sandbox.faults import Decision
 
 log = logging.getLogger("sandbox.access")
 API = "/public/v1"
+CRM_MOUNT = "/crm"  # the CRM emulator: base URL <root>/crm/v3
 STORAGE_PREFIXES = ("/uploads/", "/error-files/")
 
 
@@ -146,6 +149,14 @@ class Outer:
                 result["status"] = message["status"]
             await send(message)
 
+        if is_admin:
+            headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+            refused = admin.refusal(headers, self.sandbox.options.admin_token)
+            if refused is not None:
+                status, message = refused
+                log.warning("admin request refused (%s): %s %s", status, method, path)
+                await JSONResponse({"error": message}, status_code=status)(scope, receive, send)
+                return
         decision = Decision() if is_admin else self.sandbox.faults.decide(method, path)
         state["processing_latency_ms"] = decision.processing_latency_ms
         try:
@@ -196,6 +207,8 @@ class Outer:
 
     def _fault_response(self, decision: Decision, scope: Scope, path: str) -> Response:
         status = int(decision.status or 500)
+        if path.startswith(CRM_MOUNT + "/"):
+            return crm_errors.fault_response(status, decision.retry_after)
         headers: dict[str, str] = {}
         if status in (429, 503):
             headers["Retry-After"] = str(decision.retry_after if decision.retry_after is not None else 1)
@@ -241,12 +254,14 @@ def create_app(options: SandboxOptions | None = None, sandbox: Sandbox | None = 
             Route("/oauth/token", token_endpoint, methods=["POST"]),
             Route("/uploads/{job_id}", imports.upload, methods=["PUT"]),
             Route("/error-files/{job_id}", imports.error_file, methods=["GET"]),
+            Mount(CRM_MOUNT, app=create_crm_app(sb.crm)),
             Mount("/_sandbox", routes=admin.routes),
         ],
         exception_handlers={HTTPException: http_error, Exception: server_error},
         lifespan=lifespan,
     )
     app.state.sandbox = sb
+    app.state.crm = sb.crm  # for the CRM admin routes under /_sandbox/crm
     outer = Outer(app, sb)
     outer.sandbox = sb
     return outer

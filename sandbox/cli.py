@@ -9,7 +9,9 @@ import sys
 import tempfile
 from typing import Any
 
+from sandbox.admin import ADMIN_TOKEN_HEADER, is_loopback_host
 from sandbox.config import ALL_SCOPES, CONCURRENCY_REFUSALS, OAuthClient, SandboxOptions, speed_timings
+from sandbox.crm.config import ObjectTypeError, load_object_types_file
 from sandbox.faults import FaultPlanError, parse_plan
 from sandbox.schemas import SchemaError, load_schema_file
 
@@ -18,10 +20,25 @@ def add_command(subparsers: Any) -> None:
     """Register the ``sandbox`` subcommand on the CLI's subparsers."""
     parser = subparsers.add_parser(
         "sandbox",
-        help="run the local Experiture API sandbox",
-        description="Serve a stateful emulator of the Experiture public API on loopback.",
+        help="run the local Experiture API sandbox (and the CRM emulator)",
+        description="Serve stateful emulators of the Experiture public API (/public/v1) and of the "
+        "peer CRM's custom-object records API (/crm/v3) on loopback.",
     )
-    parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
+    parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="interface to listen on (default 127.0.0.1; anything but loopback needs --allow-remote)",
+    )
+    parser.add_argument(
+        "--allow-remote",
+        action="store_true",
+        help="allow --host beyond loopback: other machines can then use the API with its dev token",
+    )
+    parser.add_argument(
+        "--admin-token",
+        default=None,
+        help="token for the /_sandbox/ admin routes, sent as X-Sandbox-Admin-Token (default: random)",
+    )
     parser.add_argument("--port", type=int, default=8787, help="port (default 8787; 0 picks a free one)")
     parser.add_argument("--token", default="dev-token", help="static bearer token with every scope")
     parser.add_argument(
@@ -69,6 +86,15 @@ def add_command(subparsers: Any) -> None:
         help="require this header on uploads and return it in init 'headers' (e.g. x-ms-blob-type:BlockBlob)",
     )
     parser.add_argument(
+        "--crm-api-key", default="dev-crm-key", help="api-key header the CRM emulator accepts (/crm/v3)"
+    )
+    parser.add_argument(
+        "--crm-object-types",
+        default=None,
+        metavar="FILE",
+        help="JSON object types for the CRM emulator (extends the defaults vehicle and garage)",
+    )
+    parser.add_argument(
         "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
     )
     parser.set_defaults(run=run)
@@ -78,6 +104,8 @@ def build_options(args: argparse.Namespace) -> SandboxOptions:
     speed_timings(args.speed)  # validate early with a clear message
     if args.schemas:
         load_schema_file(args.schemas)
+    if args.crm_object_types:
+        load_object_types_file(args.crm_object_types)
     faults = None
     if args.faults:
         with open(args.faults, encoding="utf-8") as fh:
@@ -91,8 +119,15 @@ def build_options(args: argparse.Namespace) -> SandboxOptions:
         if not sep or not name.strip():
             raise ValueError(f"--upload-header must be NAME:VALUE, got {item!r}")
         headers[name.strip().lower()] = value.strip()
+    if not is_loopback_host(args.host) and not args.allow_remote:
+        raise ValueError(
+            f"--host {args.host} would serve beyond this machine; pass --allow-remote to mean it "
+            "(the admin routes still answer only to loopback)"
+        )
     data_dir = args.data_dir or tempfile.mkdtemp(prefix="experiture-sandbox-")
+    extra = {"admin_token": args.admin_token} if args.admin_token else {}
     return SandboxOptions(
+        **extra,
         data_dir=data_dir,
         token=args.token,
         speed=args.speed,
@@ -105,13 +140,15 @@ def build_options(args: argparse.Namespace) -> SandboxOptions:
             "cacheRefusals": args.cache_refusals,
             "uploadHeaders": headers,
         },
+        crm_api_key=args.crm_api_key,
+        crm_object_types_file=args.crm_object_types,
     )
 
 
 def run(args: argparse.Namespace) -> int:
     try:
         options = build_options(args)
-    except (ValueError, OSError, SchemaError, FaultPlanError) as exc:
+    except (ValueError, OSError, SchemaError, FaultPlanError, ObjectTypeError) as exc:
         print(f"experiture-ingest sandbox: {exc}", file=sys.stderr)
         return 2
     from sandbox.server import serve_forever
@@ -121,7 +158,17 @@ def run(args: argparse.Namespace) -> int:
     print(f"Experiture sandbox  base URL: {base}/public/v1", flush=True)
     print(f"  token:      {args.token}   (Authorization: Bearer {args.token})", flush=True)
     print(f"  OAuth:      POST {base}/oauth/token  client_id={args.client_id}", flush=True)
-    print(f"  admin:      {base}/_sandbox/   data dir: {options.data_dir}", flush=True)
+    print(f"  admin:      {base}/_sandbox/   ({ADMIN_TOKEN_HEADER}: {options.admin_token})", flush=True)
+    print(f"  data dir:   {options.data_dir}", flush=True)
+    print(f"CRM emulator        base URL: {base}/crm/v3", flush=True)
+    print(f"  api key:    {args.crm_api_key}   (api-key: {args.crm_api_key})", flush=True)
+    if not is_loopback_host(args.host):
+        print(
+            f"WARNING: listening on {args.host}, beyond loopback: anyone who can reach this port can use "
+            "the API with the token above. Admin routes answer only to loopback.",
+            file=sys.stderr,
+            flush=True,
+        )
     print("  Ctrl-C to stop.", flush=True)
     serve_forever(options, args.host, args.port, args.log_level)
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import secrets
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -126,3 +127,11 @@ class SandboxOptions:
     config: dict[str, Any] = field(default_factory=dict)
     signing_secret: str | None = None
     workspace: str = "ws_sandbox"
+    # The CRM emulator (sandbox/crm): its api-key, its object types ({name: {"attributes": [...],
+    # "associations": [...]}}, replacing the defaults) or a file extending them, and its switches.
+    crm_api_key: str = "dev-crm-key"
+    crm_object_types: dict[str, Any] | None = None
+    crm_object_types_file: str | None = None
+    crm_config: dict[str, Any] = field(default_factory=dict)
+    # Sent as X-Sandbox-Admin-Token on /_sandbox/ requests; random unless given (the CLI prints it).
+    admin_token: str = field(default_factory=lambda: secrets.token_urlsafe(18))

@@ -29,6 +29,13 @@ from starlette.responses import Response
 from sandbox import schemas as schema_mod
 from sandbox.auth import Principal, TokenBook, authenticate
 from sandbox.config import RuntimeConfig, SandboxOptions, speed_timings
+from sandbox.crm.config import (
+    DEFAULT_OBJECT_TYPES,
+    CrmConfig,
+    load_object_types_file,
+    parse_object_types,
+)
+from sandbox.crm.state import CrmState
 from sandbox.errors import ApiError, correlation_id, error_body, error_response, json_bytes
 from sandbox.faults import FaultPlan, Faults, parse_plan
 from sandbox.store import Store
@@ -75,6 +82,7 @@ class Sandbox:
         self.batch_queue: queue.Queue[str] = queue.Queue()
         self.threads: list[threading.Thread] = []
         self.import_threads: dict[str, threading.Thread] = {}
+        self.crm = _crm_state(options, self.faults)
         self._reset_auth_and_faults()
 
     # --- lifecycle -------------------------------------------------------------------------------
@@ -87,6 +95,8 @@ class Sandbox:
 
     def start_workers(self) -> None:
         from sandbox import imports, records  # local: these modules import this one
+
+        self.crm.start()
 
         for i in range(2):
             t = threading.Thread(
@@ -103,6 +113,7 @@ class Sandbox:
 
     def stop(self) -> None:
         self.stopping.set()
+        self.crm.stop()
         for t in [*self.threads, *self.import_threads.values()]:
             t.join(timeout=5)
         self.store.close()
@@ -125,6 +136,7 @@ class Sandbox:
         for sub in ("uploads", "errors"):
             shutil.rmtree(self.data_dir / sub, ignore_errors=True)
         self.config = self._startup_config.copy()
+        self.crm.reset()
         self._reset_auth_and_faults()
 
     def alive(self, generation: int) -> bool:
@@ -167,6 +179,25 @@ class Sandbox:
 
     def errors_path(self, job_id: str) -> Path:
         return self.data_dir / "errors" / f"{job_id}.jsonl"
+
+
+def _crm_state(options: SandboxOptions, faults: Faults) -> CrmState:
+    """The CRM emulator's state: its timings follow ``--speed`` (realistic: 1 s queued, 1 s in process)."""
+    if options.crm_object_types is not None:
+        types = parse_object_types(options.crm_object_types)
+    elif options.crm_object_types_file:
+        types = load_object_types_file(options.crm_object_types_file)
+    else:
+        types = parse_object_types(DEFAULT_OBJECT_TYPES)
+    timings = speed_timings(options.speed)
+    config = CrmConfig(queueSeconds=timings["queueSeconds"], processSeconds=timings["batchJobSeconds"] / 2)
+    config.update(options.crm_config)
+    return CrmState(
+        options.crm_api_key,
+        types,
+        config,
+        take_failure=lambda object_type: faults.take_job_failure("crm", object_type),
+    )
 
 
 def object_schema(sandbox: Sandbox, name: str) -> dict[str, Any]:

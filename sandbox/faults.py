@@ -15,7 +15,8 @@ A fault plan is JSON::
 ``method`` defaults to any. A rule fires on every match, on the next ``times`` matches (an exact
 schedule, optionally after skipping ``skip`` matches), or with probability ``rate``. Latency rules add
 their delay and let later rules apply (``"phase": "processing"`` delays an API call after its
-Idempotency-Key is claimed, while it is "in progress", instead of before it is read).
+Idempotency-Key is claimed, while it is "in progress", instead of before it is read; on the CRM
+emulator's upsert, after its process is queued).
 ``drop`` closes the TCP connection without an answer:
 ``on_request`` before anything is read, ``mid_body`` after reading ``afterBytes`` of the body (nothing
 is processed), ``after_processing`` once the request was fully handled (the work is done, the answer
@@ -24,8 +25,8 @@ that fires decides the answer.
 A status rule may name the ``code`` (and ``message``) of its answer: the API's error code in the
 envelope, or the storage's ``<Code>`` on ``/uploads/`` and ``/error-files/`` (default there: 403
 ``AccessDenied``, 429/503 ``SlowDown``, 500 ``InternalError``).
-``jobFailures`` make the next ``times`` batch or import jobs (optionally of one ``objectName``) end
-``failed``. Admin routes (``/_sandbox/...``) are never faulted.
+``jobFailures`` make the next ``times`` batch or import jobs, or CRM processes (kind ``crm``),
+optionally of one ``objectName`` (object type), end ``failed``. Admin routes (``/_sandbox/...``) are never faulted.
 """
 
 from __future__ import annotations
@@ -37,6 +38,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 DROP_MODES = ("on_request", "mid_body", "after_processing")
+# batch and import jobs of the Experiture emulator; crm: background processes of the CRM emulator
+# (objectName is then the object type).
+JOB_KINDS = ("batch", "import", "crm")
 
 
 class FaultPlanError(ValueError):
@@ -156,8 +160,8 @@ class JobFailure:
 
     @classmethod
     def parse(cls, raw: Any, where: str) -> JobFailure:
-        if not isinstance(raw, dict) or raw.get("kind") not in ("batch", "import"):
-            raise FaultPlanError(f"{where}: kind must be 'batch' or 'import'")
+        if not isinstance(raw, dict) or raw.get("kind") not in JOB_KINDS:
+            raise FaultPlanError(f"{where}: kind must be one of {JOB_KINDS}")
         return cls(
             kind=raw["kind"],
             times=int(raw.get("times", 1)),

@@ -14,6 +14,7 @@ from sandbox.config import SandboxOptions
 from sandbox.core import Sandbox
 
 API_PREFIX = "/public/v1"
+CRM_PREFIX = "/crm/v3"
 
 
 def _config(sandbox: Sandbox, host: str, port: int, log_level: str) -> uvicorn.Config:

@@ -15,7 +15,7 @@ Usage::
 as ``{"maxRunningImports": 2, "uploadHeaders": {"x-ms-blob-type": "BlockBlob"}}``)).
 
 The handle (:class:`SandboxHandle`) has ``base_url`` (".../public/v1"), ``root_url``, ``token_url``,
-``token``, ``data_dir``, ``db_path``, ``client_id``/``client_secret`` (the default OAuth client),
+``token``, ``admin_token``, ``data_dir``, ``db_path``, ``client_id``/``client_secret`` (the default OAuth client),
 ``api()`` (an httpx.Client with the bearer token and base_url) and ``admin`` (:class:`Admin`):
 
 - ``records(obj)`` -> list of stored record dicts; ``record_rows(obj)`` -> rows with id/timestamps/source
@@ -46,6 +46,21 @@ Timeline checks (plain functions over ``admin.import_timeline()``):
 - ``peak_running(timeline, object_name=None)`` -> the most import jobs running at once (on one object)
 - ``peak_running_per_object(timeline)`` -> {objectName: the most jobs running at once on it}
 - ``start_order(timeline, object_name=None, field="fileName")`` -> that field of each job, in start order
+
+The CRM emulator (docs/sandbox.md, "CRM emulator"): ``running_sandbox`` also takes ``crm_api_key``,
+``crm_object_types`` ({name: {"attributes": [...], "associations": [...]}}, replacing the defaults),
+``crm_object_types_file`` and ``crm_config``; the handle has ``crm_base_url`` (".../crm/v3"),
+``crm_api_key`` and ``crm_api()`` (an httpx.Client with the ``api-key`` header), and ``admin`` has:
+
+- ``crm_records(object_type)`` -> stored records {id, ext_id, attributes, associations, createdAt, updatedAt}
+- ``crm_object_types()``; ``crm_set_object_type(name, attributes, associations=())``;
+  ``crm_delete_object_type(name)``
+- ``crm_processes()``, ``crm_process(id)`` (with ``ignoredAttributes`` and timestamps);
+  ``wait_crm_process(id, timeout=10)`` -> the process once completed/failed
+- ``crm_configure(**changes)`` -> the CRM config (customObjectsEnabled, unknownObjectTypeStatus,
+  bodyTooLargeStatus, maxBodyBytes, associationLimitScope, associationCheck, reportRejections,
+  queueSeconds, processSeconds); ``crm_config()``
+- ``fail_next_jobs("crm", object_name=object_type)``: the next process ends ``failed``, writing nothing
 """
 
 from __future__ import annotations
@@ -59,15 +74,18 @@ from typing import Any
 
 import httpx
 
+from sandbox.admin import ADMIN_TOKEN_HEADER
 from sandbox.config import SandboxOptions
-from sandbox.server import API_PREFIX, BackgroundServer, start_in_thread
+from sandbox.server import API_PREFIX, CRM_PREFIX, BackgroundServer, start_in_thread
 
 
 class Admin:
-    """A small client for ``/_sandbox/`` on one sandbox."""
+    """A small client for ``/_sandbox/`` on one sandbox (sends its admin token)."""
 
-    def __init__(self, root_url: str) -> None:
-        self.http = httpx.Client(base_url=f"{root_url}/_sandbox", timeout=30)
+    def __init__(self, root_url: str, admin_token: str) -> None:
+        self.http = httpx.Client(
+            base_url=f"{root_url}/_sandbox", timeout=30, headers={ADMIN_TOKEN_HEADER: admin_token}
+        )
 
     def close(self) -> None:
         self.http.close()
@@ -192,6 +210,44 @@ class Admin:
     def templates(self) -> list[dict[str, Any]]:
         return self._get("/templates")["templates"]
 
+    # --- the CRM emulator ----------------------------------------------------------------------
+    def crm_records(self, object_type: str) -> list[dict[str, Any]]:
+        return self._get(f"/crm/object-types/{object_type}/records")["records"]
+
+    def crm_object_types(self) -> list[dict[str, Any]]:
+        return self._get("/crm/object-types")["objectTypes"]
+
+    def crm_set_object_type(
+        self, name: str, attributes: list[str], associations: list[str] | tuple[str, ...] = ()
+    ) -> dict[str, Any]:
+        body = {"attributes": list(attributes), "associations": list(associations)}
+        return self._send("PUT", f"/crm/object-types/{name}", body)
+
+    def crm_delete_object_type(self, name: str) -> None:
+        self._send("DELETE", f"/crm/object-types/{name}")
+
+    def crm_processes(self) -> list[dict[str, Any]]:
+        return self._get("/crm/processes")["processes"]
+
+    def crm_process(self, process_id: int) -> dict[str, Any]:
+        return self._get(f"/crm/processes/{process_id}")
+
+    def wait_crm_process(self, process_id: int, timeout: float = 10.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            doc = self.crm_process(process_id)
+            if doc["status"] in ("completed", "failed"):
+                return doc
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"CRM process {process_id} still {doc['status']} after {timeout} s")
+            time.sleep(0.02)
+
+    def crm_configure(self, **changes: Any) -> dict[str, Any]:
+        return self._send("POST", "/crm/config", changes)
+
+    def crm_config(self) -> dict[str, Any]:
+        return self._get("/crm/config")
+
 
 def peak_running(timeline: list[dict[str, Any]], object_name: str | None = None) -> int:
     """The most jobs of ``timeline`` (optionally: on ``object_name``) that were running at once.
@@ -232,6 +288,11 @@ class SandboxHandle:
     token: str
     client_id: str
     client_secret: str
+    crm_api_key: str = "dev-crm-key"
+
+    @property
+    def admin_token(self) -> str:
+        return self.server.sandbox.options.admin_token
 
     @property
     def root_url(self) -> str:
@@ -240,6 +301,10 @@ class SandboxHandle:
     @property
     def base_url(self) -> str:
         return self.server.root_url + API_PREFIX
+
+    @property
+    def crm_base_url(self) -> str:
+        return self.server.root_url + CRM_PREFIX
 
     @property
     def token_url(self) -> str:
@@ -265,13 +330,21 @@ class SandboxHandle:
             base_url=self.base_url, headers=headers, timeout=kwargs.pop("timeout", 30), **kwargs
         )
 
+    def crm_api(self, api_key: str | None = None, **kwargs: Any) -> httpx.Client:
+        """An httpx.Client on crm_base_url with the ``api-key`` header (caller closes it)."""
+        headers = {"api-key": api_key if api_key is not None else self.crm_api_key}
+        headers.update(kwargs.pop("headers", {}))
+        return httpx.Client(
+            base_url=self.crm_base_url, headers=headers, timeout=kwargs.pop("timeout", 30), **kwargs
+        )
+
 
 @contextmanager
 def running_sandbox(**options: Any) -> Iterator[SandboxHandle]:
     """Serve a sandbox on a free loopback port in a background thread for the ``with`` block."""
     opts = SandboxOptions(**options)
     server = start_in_thread(opts)
-    admin = Admin(server.root_url)
+    admin = Admin(server.root_url, opts.admin_token)
     client = opts.clients[0] if opts.clients else None
     try:
         yield SandboxHandle(
@@ -280,6 +353,7 @@ def running_sandbox(**options: Any) -> Iterator[SandboxHandle]:
             opts.token,
             client.client_id if client else "",
             client.client_secret if client else "",
+            opts.crm_api_key,
         )
     finally:
         admin.close()

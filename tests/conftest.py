@@ -2,7 +2,8 @@
 
 ``sandbox``: a local Experiture sandbox (see sandbox/testing.py for the handle's API), served once
 per test session on a free loopback port and reset before each test, so every test starts with no
-records, jobs, requests or faults, the default schemas and the startup config.
+records, jobs, requests or faults, the default schemas and the startup config (and the CRM
+emulator under /crm/v3 with no records or processes, its default object types and switches).
 """
 
 from __future__ import annotations

@@ -8,19 +8,17 @@ the settle queue's visibility timeout; the settle queue has its own DLQ and alar
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import boto3
 from aws_lambda_powertools.metrics import MetricUnit
-from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
-from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
-from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from experiture_ingest.client import ClientSettings, ExperitureClient
-from experiture_ingest.observability import logger, metrics, setup_logging, tracer
-from experiture_ingest.streams.settings import StreamSettings
-from experiture_ingest.streams.settle import Settler, SettleTicket
-from experiture_ingest.streams.wiring import build_settler
+from experiture_ingest.observability import count_api_answer, logger, metrics, setup_logging, tracer
+
+if TYPE_CHECKING:  # the rest loads on the first batch (cold start: bench/cold_start.py)
+    from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+    from aws_lambda_powertools.utilities.typing import LambdaContext
+
+    from experiture_ingest.streams.settle import Settler
 
 setup_logging()
 
@@ -36,11 +34,19 @@ _OUTCOME_METRICS = {
 
 @functools.cache
 def settler() -> Settler:
-    client = ExperitureClient.from_settings(ClientSettings.from_env())
+    import boto3
+
+    from experiture_ingest.client import ClientSettings, ExperitureClient
+    from experiture_ingest.streams.settings import StreamSettings
+    from experiture_ingest.streams.wiring import build_settler
+
+    client = ExperitureClient.from_settings(ClientSettings.from_env(), on_answer=count_api_answer)
     return build_settler(StreamSettings.from_env(), client, boto3.client("sqs"), boto3.client("s3"))
 
 
 def settle_record(record: SQSRecord) -> str:
+    from experiture_ingest.streams.settle import SettleTicket
+
     ticket = SettleTicket.model_validate_json(record.body)
     logger.append_keys(job_id=ticket.job_id, object_name=ticket.object)
     settled = settler().settle(ticket)
@@ -54,6 +60,8 @@ def settle_record(record: SQSRecord) -> str:
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+
     processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
     return dict(
         process_partial_response(

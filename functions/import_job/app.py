@@ -8,38 +8,49 @@ Handlers are thin: parse the state document, call :mod:`experiture_ingest.files.
 :mod:`experiture_ingest.files.collect`, return the document. Errors propagate: the state machine's
 Retry and Catch match on the exception class name (``ServerError`` is transient,
 ``SchemaMismatchError`` is not), and every Catch leads to :func:`report_failure_handler`.
+
+Cold start: the module imports only Powertools' logger and metrics; the task logic, the client and
+boto3 load on the first invocation that needs them (see bench/cold_start.py).
 """
 
 from __future__ import annotations
 
 import functools
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import boto3
 from aws_lambda_powertools.metrics import MetricUnit
-from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from experiture_ingest.client import ClientSettings, ExperitureClient
-from experiture_ingest.files import collect as collect_logic
-from experiture_ingest.files import import_tasks as tasks
-from experiture_ingest.observability import logger, metrics, setup_logging, tracer
+from experiture_ingest.observability import count_api_answer, logger, metrics, setup_logging, tracer
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.typing import LambdaContext
+
+    from experiture_ingest.files.import_tasks import ImportState, TaskDeps
 
 setup_logging()
 
 
 @functools.cache
-def deps() -> tasks.TaskDeps:
+def deps() -> TaskDeps:
     """The warm container's S3 and API clients (a refused start is left to the state machine)."""
+    import boto3
+
+    from experiture_ingest.client import ClientSettings, ExperitureClient
+    from experiture_ingest.files import import_tasks as tasks
+
     settings = ClientSettings.from_env()
     retry = tasks.TaskRetryPolicy(
         max_attempts=settings.retry_max_attempts, budget_seconds=settings.retry_budget_seconds
     )
-    return tasks.TaskDeps(s3=boto3.client("s3"), client=ExperitureClient.from_settings(settings, retry=retry))
+    client = ExperitureClient.from_settings(settings, retry=retry, on_answer=count_api_answer)
+    return tasks.TaskDeps(s3=boto3.client("s3"), client=client)
 
 
-def _state(event: dict[str, Any]) -> tasks.ImportState:
-    state = tasks.ImportState.model_validate(event)
+def _state(event: dict[str, Any]) -> ImportState:
+    from experiture_ingest.files.import_tasks import ImportState
+
+    state = ImportState.model_validate(event)
     logger.append_keys(
         job_id=state.run.job_id, key=state.run.source.key, execution=state.progress.execution_name
     )
@@ -52,6 +63,8 @@ def _state(event: dict[str, Any]) -> tasks.ImportState:
 def prepare_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     """Execution input (an ImportRun, or a continuation's state) -> the state document."""
     execution = event.get("execution") or {}
+    from experiture_ingest.files import import_tasks as tasks
+
     state = tasks.prepare(
         event["input"], str(execution.get("name") or "local"), execution.get("startTime"), datetime.now(UTC)
     )
@@ -61,15 +74,21 @@ def prepare_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, 
 
 @logger.inject_lambda_context(clear_state=True)
 @tracer.capture_lambda_handler
+@metrics.log_metrics
 def plan_mapping_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     """Decide the mapping: given, a saved template, or inferred from the file's header."""
+    from experiture_ingest.files import import_tasks as tasks
+
     return tasks.plan(_state(event), deps()).wire()
 
 
 @logger.inject_lambda_context(clear_state=True)
 @tracer.capture_lambda_handler
+@metrics.log_metrics
 def mapping_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     """Send the planned mapping to the job."""
+    from experiture_ingest.files import import_tasks as tasks
+
     return tasks.set_mapping(_state(event), deps()).wire()
 
 
@@ -78,6 +97,8 @@ def mapping_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, 
 @metrics.log_metrics
 def start_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     """Start the job, or schedule another try while the workspace runs its maximum of jobs."""
+    from experiture_ingest.files import import_tasks as tasks
+
     state = tasks.start(_state(event), deps())
     if state.progress.next == "wait_poll":
         metrics.add_metric(name="ImportJobsStarted", unit=MetricUnit.Count, value=1)
@@ -90,8 +111,11 @@ def start_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, An
 
 @logger.inject_lambda_context(clear_state=True)
 @tracer.capture_lambda_handler
+@metrics.log_metrics
 def poll_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     """Read the job's state and decide what comes next."""
+    from experiture_ingest.files import import_tasks as tasks
+
     return tasks.poll(_state(event), deps()).wire()
 
 
@@ -100,7 +124,9 @@ def poll_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any
 @metrics.log_metrics
 def collect_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     """The job completed: errors file and summary into the bucket, source tagged."""
-    report = collect_logic.collect(_state(event), deps())
+    from experiture_ingest.files import collect
+
+    report = collect.collect(_state(event), deps())
     metrics.add_metric(name="ImportJobsCompleted", unit=MetricUnit.Count, value=1)
     found = report.summary.get("metrics") or {}
     metrics.add_metric(name="RowsImported", unit=MetricUnit.Count, value=found.get("rowsImported") or 0)
@@ -114,6 +140,24 @@ _FAILURE_NAMES = {
     "timed_out": ("ImportJobsTimedOut", "ImportTimedOut"),
     "completed_report_incomplete": ("ImportReportsIncomplete", "ImportReportIncomplete"),
 }
+# Errors that are the CDP's verdict on the user's file or mapping, not a broken pipeline.
+_DATA_ERRORS = {"SchemaMismatchError", "ValidationError", "PayloadTooLargeError"}
+_DATA_STATUSES = {400, 413, 415, 422}
+
+
+def rejected_by_cdp(summary: dict[str, Any]) -> bool:
+    """Whether a failed run ended on the user's data (FilesRejected, no page) rather than on the pipeline.
+
+    The CDP failing the job itself counts as its verdict on the file; a refused mapping or start (422,
+    400) too. Credentials, throttling, 5xx, timeouts and missing summaries are the pipeline's
+    (ImportPipelineFailures, which pages).
+    """
+    if summary.get("outcome") != "failed":
+        return False
+    error = summary.get("error")
+    if not error:
+        return bool(summary.get("errorMessage"))  # the job failed in the CDP, with its reason
+    return error.get("type") in _DATA_ERRORS or error.get("status") in _DATA_STATUSES
 
 
 @logger.inject_lambda_context(clear_state=True)
@@ -121,10 +165,14 @@ _FAILURE_NAMES = {
 @metrics.log_metrics
 def report_failure_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     """Whatever ended the run: a failure summary in the bucket, and the Fail state's error and cause."""
-    report = collect_logic.report_failure(event, deps())
+    from experiture_ingest.files import collect
+
+    report = collect.report_failure(event, deps())
     metric, error = _FAILURE_NAMES.get(report.outcome, ("ImportJobsFailed", "ImportFailed"))
     metrics.add_metric(name=metric, unit=MetricUnit.Count, value=1)
     summary = report.summary
+    kept_apart = "FilesRejected" if rejected_by_cdp(summary) else "ImportPipelineFailures"
+    metrics.add_metric(name=kept_apart, unit=MetricUnit.Count, value=1)
     logger.warning("import failed", extra={"outcome": report.outcome, "summary_key": report.summary_key})
     bucket = summary["source"]["bucket"]
     return {

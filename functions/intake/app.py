@@ -2,25 +2,26 @@
 state machine. Thin: parse the event, call :class:`experiture_ingest.files.intake.Intake`, report.
 
 Environment (see :class:`~experiture_ingest.files.intake.IntakeSettings`): IMPORT_STATE_MACHINE_ARN
-(required), INTAKE_SINGLE_PUT_MAX_BYTES, INTAKE_PART_MAX_BYTES, INTAKE_PART_WORKERS, INTAKE_MAX_JOBS_PER_FILE, INTAKE_CHUNK_BYTES,
-INTAKE_READ_AHEAD_BYTES, IMPORT_POLL_* (passed on in the hand-off), and the client's EXPERITURE_*.
+(required), INTAKE_SINGLE_PUT_MAX_BYTES, INTAKE_PART_MAX_BYTES, INTAKE_PART_WORKERS,
+INTAKE_MAX_JOBS_PER_FILE, INTAKE_CHUNK_BYTES, INTAKE_READ_AHEAD_BYTES, IMPORT_POLL_* (passed on in the hand-off), and the client's EXPERITURE_*.
+
+Cold start: the module imports only Powertools' logger and metrics; boto3, the client and the file
+logic load when the first event needs them (``intake()``), see bench/cold_start.py.
 """
 
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import boto3
 from aws_lambda_powertools.metrics import MetricUnit
-from aws_lambda_powertools.utilities.data_classes import S3Event, event_source
-from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from experiture_ingest.client import client_from_env
-from experiture_ingest.files.intake import DroppedFile, Intake, IntakeOutcome, IntakeSettings
-from experiture_ingest.files.routing import decode_event_key
-from experiture_ingest.observability import logger, metrics, setup_logging, tracer
-from experiture_ingest.settings import load_settings
+from experiture_ingest.observability import count_api_answer, logger, metrics, setup_logging, tracer
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.typing import LambdaContext
+
+    from experiture_ingest.files.intake import Intake, IntakeOutcome
 
 setup_logging()
 
@@ -32,10 +33,16 @@ class IntakeFailedError(Exception):
 @functools.cache
 def intake() -> Intake:
     """The warm container's one intake (clients are reused across invocations)."""
+    import boto3
+
+    from experiture_ingest.client import ClientSettings, ExperitureClient
+    from experiture_ingest.files.intake import Intake, IntakeSettings
+    from experiture_ingest.settings import load_settings
+
     return Intake(
         s3=boto3.client("s3"),
         sfn=boto3.client("stepfunctions"),
-        client=client_from_env(),
+        client=ExperitureClient.from_settings(ClientSettings.from_env(), on_answer=count_api_answer),
         settings=load_settings(IntakeSettings),
         annotate=_annotate,
     )
@@ -58,7 +65,9 @@ def _count(outcome: IntakeOutcome) -> None:
         metrics.add_metric(name="FilesSplit", unit=MetricUnit.Count, value=1)
     elif outcome.outcome == "waiting":  # held until its export's manifest or _SUCCESS
         metrics.add_metric(name="FilesHeld", unit=MetricUnit.Count, value=1)
-    elif outcome.outcome in ("rejected", "failed"):
+    elif outcome.outcome == "rejected":  # the API refused the file for good: the user's to fix, no page
+        metrics.add_metric(name="FilesRejected", unit=MetricUnit.Count, value=1)
+    elif outcome.outcome == "failed":
         metrics.add_metric(name="FilesFailed", unit=MetricUnit.Count, value=1)
     if outcome.bytes_uploaded:
         metrics.add_metric(name="BytesUploaded", unit=MetricUnit.Bytes, value=outcome.bytes_uploaded)
@@ -70,18 +79,21 @@ def _count(outcome: IntakeOutcome) -> None:
 @logger.inject_lambda_context(clear_state=True)
 @tracer.capture_lambda_handler
 @metrics.log_metrics
-@event_source(data_class=S3Event)
-def handler(event: S3Event, context: LambdaContext) -> dict[str, Any]:
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     """Handle every record; raise (for Lambda's retries and DLQ) only if one needs retrying."""
+    from experiture_ingest.files.intake import DroppedFile
+    from experiture_ingest.files.routing import decode_event_key
+
     results = []
     retry = []
-    for record in event.records:
-        obj = record.s3.get_object
+    for record in event.get("Records") or []:
+        s3 = record["s3"]
+        obj = s3["object"]
         dropped = DroppedFile(
-            bucket=record.s3.bucket.name,
-            key=decode_event_key(obj.key),
-            version_id=obj.version_id,
-            etag=obj.etag or None,
+            bucket=s3["bucket"]["name"],
+            key=decode_event_key(obj["key"]),
+            version_id=obj.get("versionId"),
+            etag=obj.get("eTag") or None,
             sequencer=obj.get("sequencer"),
             event_time=record.get("eventTime"),
         )

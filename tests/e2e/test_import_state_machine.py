@@ -24,6 +24,16 @@ def clean_rows(n: int) -> list[list[object]]:
     return [[f"user{i}@example.com", f"First{i}", f"Last{i}", 20 + i] for i in range(n)]
 
 
+def emitted_metrics(captured: str) -> set[str]:
+    """Names of the metrics in the CloudWatch EMF lines the handlers printed."""
+    names: set[str] = set()
+    for line in captured.splitlines():
+        if line.startswith("{") and '"_aws"' in line:
+            doc = json.loads(line)
+            names |= {m["Name"] for d in doc["_aws"]["CloudWatchMetrics"] for m in d["Metrics"]}
+    return names
+
+
 def test_clean_csv_completes_with_counts_matching_the_stored_rows(imports: Imports):
     # Given a clean CSV whose header names the fields exactly
     body = csv_bytes(["email", "first_name", "last_name", "age"], clean_rows(25))
@@ -120,7 +130,7 @@ def test_inferred_mapping_from_jsonl(imports: Imports):
     assert len(imports.sandbox.admin.records("contacts")) == done.summary["metrics"]["rowsImported"] == 3
 
 
-def test_unknown_destination_field_ends_with_a_422_summary(imports: Imports):
+def test_unknown_destination_field_ends_with_a_422_summary(imports: Imports, capsys):
     # Given a configured fieldMap naming a field the object does not have
     body = csv_bytes(["email", "nick"], [["a@example.com", "A"]])
     options = {"fieldMap": {"email": "email", "nick": "nickname"}}
@@ -143,6 +153,10 @@ def test_unknown_destination_field_ends_with_a_422_summary(imports: Imports):
     assert "Traceback" not in json.dumps(summary) and "stackTrace" not in json.dumps(summary)
     assert done.tags["experiture-status"] == "failed"
     assert imports.sandbox.admin.records("contacts") == []
+    # And it counts as a file the CDP rejected, not as a broken pipeline (which pages)
+    metrics = emitted_metrics(capsys.readouterr().out)
+    assert "FilesRejected" in metrics and "ImportPipelineFailures" not in metrics
+    assert "ApiAnswers4xx" in metrics and "ApiAnswers2xx" in metrics
 
 
 def test_a_job_the_sandbox_fails_ends_with_a_failure_summary(imports: Imports):
@@ -289,7 +303,7 @@ def test_a_start_refused_beyond_start_retry_seconds_ends_with_a_summary(imports:
     assert len(starts) >= 2, "the refused start was retried before giving up"
 
 
-def test_a_stuck_job_ends_at_the_deadline_with_a_clear_summary(imports: Imports):
+def test_a_stuck_job_ends_at_the_deadline_with_a_clear_summary(imports: Imports, capsys):
     # Given a job slower than the run's deadline
     imports.sandbox.admin.configure(importJobSeconds=30.0)
     submitted = imports.submit(
@@ -305,6 +319,9 @@ def test_a_stuck_job_ends_at_the_deadline_with_a_clear_summary(imports: Imports)
     assert done.summary["outcome"] == "timed_out"
     assert submitted.job_id in done.summary["message"]
     assert done.tags["experiture-status"] == "timed_out"
+    # And it counts as a pipeline failure (the alarm's metric), not as rejected data
+    metrics = emitted_metrics(capsys.readouterr().out)
+    assert "ImportPipelineFailures" in metrics and "FilesRejected" not in metrics
 
 
 def test_a_long_wait_continues_as_a_new_execution(imports: Imports):

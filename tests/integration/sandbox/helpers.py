@@ -76,3 +76,23 @@ def run_import(
 
 def gz(data: bytes) -> bytes:
     return gzip.compress(data)
+
+
+def crm_wait(crm: httpx.Client, process_id: int, timeout: float = 10.0) -> dict[str, Any]:
+    """Poll GET /processes/{id} on the CRM emulator until the process is completed or failed."""
+    deadline = time.monotonic() + timeout
+    while True:
+        resp = crm.get(f"/processes/{process_id}")
+        assert resp.status_code == 200, resp.text
+        doc: dict[str, Any] = resp.json()
+        if doc["status"] in ("completed", "failed"):
+            return doc
+        assert time.monotonic() < deadline, f"process {process_id} still {doc['status']}"
+        time.sleep(0.02)
+
+
+def crm_upsert(crm: httpx.Client, object_type: str, records: list[dict[str, Any]]) -> dict[str, Any]:
+    """One batch upsert that must be accepted; the completed process."""
+    resp = crm.post(f"/objects/{object_type}/batch/upsert", json={"records": records})
+    assert resp.status_code == 202, resp.text
+    return crm_wait(crm, resp.json()["processId"])

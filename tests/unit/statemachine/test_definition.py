@@ -6,7 +6,14 @@ import json
 
 import pytest
 
-from cli.local_aws import ROOT, definition_placeholders, load_template, resolve_machine
+from cli.local_aws import (
+    ROOT,
+    LocalAwsError,
+    definition_placeholders,
+    function_arn,
+    load_template,
+    resolve_machine,
+)
 
 DEFINITION = ROOT / "statemachine" / "import_job.asl.json"
 
@@ -37,6 +44,50 @@ def test_every_substituted_function_exists_with_a_handler_the_runner_can_import(
     assert "${" not in machine.definition
 
 
+def test_every_task_calls_its_functions_alias_so_running_executions_keep_their_code(template):
+    # Given the substitutions the definition's tasks take their function ARNs from
+    props = template["Resources"]["ImportStateMachine"]["Properties"]
+    for name, value in props["DefinitionSubstitutions"].items():
+        # Then each is a function's published alias, never the function itself ($LATEST)
+        assert set(value) == {"Ref"} and value["Ref"].endswith(".Alias"), name
+        function = template["Resources"][value["Ref"].removesuffix(".Alias")]
+        assert function["Properties"]["AutoPublishAlias"] == "live", name
+    # And the local runner routes the alias ARNs (qualified :live) to the functions' handlers
+    machine = resolve_machine(template)
+    assert machine.routes and all(arn.endswith(":live") for arn in machine.routes)
+    assert all(f'"Resource": "{arn}"' in machine.definition for arn in machine.routes)
+
+
+def test_the_runner_resolves_each_way_of_naming_a_function_and_refuses_anything_else(template):
+    # Given the same template with the prepare task named three ways
+    import copy
+
+    for value, expected in (
+        ({"Fn::GetAtt": ["ImportPrepareFunction", "Arn"]}, function_arn("ImportPrepareFunction")),
+        ({"Ref": "ImportPrepareFunction.Alias"}, function_arn("ImportPrepareFunction", "live")),
+        ({"Ref": "ImportPrepareFunctionAliaslive"}, function_arn("ImportPrepareFunction", "live")),
+    ):
+        changed = copy.deepcopy(template)
+        changed["Resources"]["ImportStateMachine"]["Properties"]["DefinitionSubstitutions"][
+            "PrepareFunctionArn"
+        ] = value
+        # Then each resolves to a route to the prepare handler
+        machine = resolve_machine(changed)
+        assert machine.routes[expected][0] == "ImportPrepareFunction"
+    # And a reference the runner cannot route is an error naming the substitution
+    changed = copy.deepcopy(template)
+    changed["Resources"]["ImportStateMachine"]["Properties"]["DefinitionSubstitutions"][
+        "PrepareFunctionArn"
+    ] = {"Ref": "SomethingElse"}
+    with pytest.raises(LocalAwsError, match="PrepareFunctionArn"):
+        resolve_machine(changed)
+    # And an alias reference to a function without AutoPublishAlias is refused
+    changed = copy.deepcopy(template)
+    del changed["Resources"]["ImportPrepareFunction"]["Properties"]["AutoPublishAlias"]
+    with pytest.raises(LocalAwsError, match="no AutoPublishAlias"):
+        resolve_machine(changed)
+
+
 def test_the_machine_is_standard_traced_logged_and_alarmed(template):
     resources = template["Resources"]
     props = resources["ImportStateMachine"]["Properties"]
@@ -50,7 +101,10 @@ def test_the_machine_is_standard_traced_logged_and_alarmed(template):
         if r["Type"] == "AWS::CloudWatch::Alarm"
         and r["Properties"].get("Dimensions", [{}])[0].get("Value") == {"Ref": "ImportStateMachine"}
     }
-    assert {"ExecutionsFailed", "ExecutionsTimedOut"} <= alarms
+    assert {"ExecutionsTimedOut"} <= alarms
+    # ExecutionsFailed also counts files the CDP rejected: the page is on the pipeline's own metric
+    assert "ExecutionsFailed" not in alarms
+    assert resources["ImportPipelineFailedAlarm"]["Properties"]["MetricName"] == "ImportPipelineFailures"
 
 
 def test_the_role_invokes_only_its_own_functions_and_starts_only_itself(template):
@@ -58,7 +112,7 @@ def test_the_role_invokes_only_its_own_functions_and_starts_only_itself(template
     invoked = {
         p["LambdaInvokePolicy"]["FunctionName"]["Ref"] for p in props["Policies"] if "LambdaInvokePolicy" in p
     }
-    substituted = {v["Fn::GetAtt"][0] for v in props["DefinitionSubstitutions"].values()}
+    substituted = {v["Ref"].removesuffix(".Alias") for v in props["DefinitionSubstitutions"].values()}
     assert invoked == substituted
     statements = [s for p in props["Policies"] if "Statement" in p for s in p["Statement"]]
     start = [s for s in statements if s["Action"] == "states:StartExecution"]

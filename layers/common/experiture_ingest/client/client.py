@@ -130,6 +130,7 @@ class ExperitureClient:
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
         on_retry: Callable[[RetryEvent], None] | None = None,
+        on_answer: Callable[[int], None] | None = None,
     ) -> None:
         self.base_url = require_secure_url(base_url.rstrip("/"))
         self._auth = auth
@@ -144,6 +145,10 @@ class ExperitureClient:
             timeout=timeout or httpx.Timeout(30.0, connect=5.0),
             headers={"User-Agent": USER_AGENT},
             follow_redirects=False,
+            # Every HTTP answer's status (API, token endpoint, uploads, retries included): for metrics.
+            event_hooks={"response": [lambda response: on_answer(response.status_code)]}
+            if on_answer
+            else None,
         )
 
     @classmethod
