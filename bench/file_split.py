@@ -42,7 +42,7 @@ from typing import Any
 
 import httpx
 
-from bench.common import ROOT, free_port, spawn_sandbox, stop, wait_ready
+from bench.common import ADMIN_TOKEN, ROOT, free_port, spawn_sandbox, stop, wait_ready
 from bench.file_upload import AWS_ENV, BUCKET, RSS_BUDGET_MB, TOKEN, PeakGrowth, clients
 
 KEY = "incoming/contacts/bench-split.csv"
@@ -245,7 +245,11 @@ def main(argv: list[str] | None = None) -> int:
     wait_ready(f"http://127.0.0.1:{s3_port}/", files)
     sandbox = spawn_sandbox(sandbox_port, "--speed", "instant")
     args.s3_url, args.api_url = f"http://127.0.0.1:{s3_port}", f"http://127.0.0.1:{sandbox_port}/public/v1"
-    admin = httpx.Client(base_url=f"http://127.0.0.1:{sandbox_port}/_sandbox", timeout=60)
+    admin = httpx.Client(
+        base_url=f"http://127.0.0.1:{sandbox_port}/_sandbox",
+        timeout=60,
+        headers={"X-Sandbox-Admin-Token": ADMIN_TOKEN},
+    )
     failures: list[str] = []
     samples: dict[str, list[dict[str, Any]]] = {}
     try:
