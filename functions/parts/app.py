@@ -13,7 +13,9 @@ from __future__ import annotations
 import functools
 from typing import TYPE_CHECKING, Any
 
-from experiture_ingest.observability import logger, setup_logging, tracer
+from aws_lambda_powertools.metrics import MetricUnit
+
+from experiture_ingest.observability import logger, metrics, setup_logging, tracer
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -64,6 +66,7 @@ def _spec(event: dict[str, Any]) -> PartSpec:
 
 @logger.inject_lambda_context(clear_state=True)
 @tracer.capture_lambda_handler
+@metrics.log_metrics
 def plan_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     """Plan the parts (one pass over a CSV/JSONL file, the footer of a Parquet file)."""
     from experiture_ingest.files.parts import tasks
@@ -71,12 +74,17 @@ def plan_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any
     execution = event.get("execution") or {}
     planner = deps()
     planner.time_budget = lambda: max(context.get_remaining_time_in_millis() - _PLAN_MARGIN_MS, 1_000) / 1000
-    return tasks.plan_parts(
+    planned = tasks.plan_parts(
         _run(event),
         planner,
         state_machine_arn=str(event["stateMachineArn"]),
         execution_name=str(execution.get("name") or "local"),
     )
+    if planned["refused"]:  # the file cannot be cut (its summary says why): the user's to fix
+        metrics.add_metric(name="FilesRefused", unit=MetricUnit.Count, value=1)
+    else:
+        metrics.add_metric(name="PartsPlanned", unit=MetricUnit.Count, value=planned["plan"]["parts"])
+    return planned
 
 
 @logger.inject_lambda_context(clear_state=True)
@@ -110,12 +118,17 @@ def next_import_handler(event: dict[str, Any], context: LambdaContext) -> dict[s
 
 @logger.inject_lambda_context(clear_state=True)
 @tracer.capture_lambda_handler
+@metrics.log_metrics
 def combine_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     """One summary and one errors file for the file; or, after a failed step, the failure summary."""
     from experiture_ingest.files.parts import tasks
 
     run = _run(event)
     name = (event.get("execution") or {}).get("name")
-    if event.get("error"):
+    if event.get("error"):  # a step of the flow failed for good: the pipeline's, it pages
+        metrics.add_metric(name="ImportPipelineFailures", unit=MetricUnit.Count, value=1)
         return tasks.report_split_failure(run, event["error"], deps(), execution_name=name)
-    return tasks.combine(run, deps(), execution_name=name)
+    report = tasks.combine(run, deps(), execution_name=name)
+    if report["outcome"] == "partially_failed":
+        metrics.add_metric(name="FilesPartiallyFailed", unit=MetricUnit.Count, value=1)
+    return report
