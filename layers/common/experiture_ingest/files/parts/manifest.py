@@ -55,6 +55,8 @@ if TYPE_CHECKING:
 MANIFEST_MAX_BYTES = 16 * 1024 * 1024
 SUCCESS_MARKER = "_SUCCESS"
 HEADER_SCAN_BYTES = 1024 * 1024
+# A job's description travels as one Map item (Step Functions: 256 KiB); ~250 bytes a range.
+MAX_RANGES_PER_JOB = 800
 
 
 def is_manifest_key(key: str) -> bool:
@@ -450,12 +452,12 @@ def _pack(
     queue = list(reversed(pieces))
     while queue:
         piece = queue.pop()
-        if jobs and not alone and size + piece.size <= part_max:
+        if jobs and not alone and size + piece.size <= part_max and len(jobs[-1]) < MAX_RANGES_PER_JOB:
             jobs[-1].append(piece)
             size += piece.size
             continue
         room = part_max - size
-        if jobs and not alone and cut is not None and room > 0:
+        if jobs and not alone and cut is not None and room > 0 and len(jobs[-1]) < MAX_RANGES_PER_JOB:
             halves = cut(piece, room)
             if halves is not None:
                 jobs[-1].append(halves[0])
@@ -490,7 +492,11 @@ def _pack_parquet(manifest: SourceObject, pieces: list[_Piece], part_max: int, t
     for piece in pieces:
         assert piece.metadata is not None
         extra_footer = 0 if piece.file.key in seen else len(piece.metadata)
-        if jobs and parquet_part_bytes(data + piece.size, footers + extra_footer) <= part_max:
+        if (
+            jobs
+            and parquet_part_bytes(data + piece.size, footers + extra_footer) <= part_max
+            and len(jobs[-1]) < MAX_RANGES_PER_JOB
+        ):
             jobs[-1].append(piece)
             data += piece.size
             footers += extra_footer
