@@ -206,6 +206,7 @@ def run_workers(args: argparse.Namespace, workers: int, parts: int) -> dict[str,
         "bytes": sum(r["bytes"] for r in results),
         "peakGrowthMb": [r["peakGrowthMb"] for r in results],
         "jobIds": [j for r in results for j in r["jobIds"]],
+        "perWorkerMbps": [r["bytes"] / 1e6 / (r["end"] - r["start"]) for r in results],
     }
 
 
@@ -311,6 +312,9 @@ def main(argv: list[str] | None = None) -> int:
             for r in samples[way]
         )
         vs = f"  x{rate / one:4.2f} of one stream" if way.startswith("split") else ""
+        if way.startswith("split"):
+            each = statistics.median(statistics.median(r["perWorkerMbps"]) for r in samples[way])
+            vs += f", each worker {each:.1f} MB/s"
         print(
             f"  {label:<44} {rate:8.1f} MB/s (min {min(rates):.1f}, max {max(rates):.1f}){vs}   peak RSS growth per worker {growth:6.1f} MB"
         )
