@@ -268,6 +268,7 @@ def test_a_csv_of_several_hundred_mb_splits_and_lands_every_good_row_once(sandbo
         city = '"Oslo\nNorway"' if n % 7 == 0 else f'"{pad} ""{n}"""'
         out.write(f"{email},Name {n},{city}\r\n".encode())
     data = out.getvalue()
+    assert _direct_parse_bad_rows(data) == bad
     env = {
         "EXPERITURE_API_URL": sandbox.base_url,
         "EXPERITURE_API_TOKEN": sandbox.token,
