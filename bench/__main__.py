@@ -14,7 +14,7 @@ BENCHMARKS = {
     "sandbox_upload": ["--size-mb", "1024"],
     "file_upload": [],
     "file_split": ["--size-mb", "1024", "--part-mb", "128", "--workers", "1", "2", "4", "--rounds", "3"],
-    "stream_writer": ["--records", "10000", "--per-message", "100"],
+    "stream_writer": ["--records", "25000", "--per-message", "100", "--rounds", "7"],
     "cold_start": ["--rounds", "9"],
 }
 

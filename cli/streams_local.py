@@ -25,8 +25,8 @@ Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
 
 
 def FakeContext(function_name: str = "local-record-writer") -> LambdaContext:
-    """The writer's and settler's context: their 120 s timeout."""
-    return LambdaContext.for_function(function_name, timeout_seconds=120)
+    """The writer's and settler's context: their 300 s timeout (template.yaml)."""
+    return LambdaContext.for_function(function_name, timeout_seconds=300)
 
 
 @dataclass
@@ -226,7 +226,7 @@ class LocalStream:
                 seen.add(m["MessageId"])
                 try:
                     body: Any = json.loads(m["Body"])
-                except ValueError:
+                except (ValueError, RecursionError):  # not JSON, or nested too deep to parse here
                     body = m["Body"]
                 attributes = {k: v.get("StringValue") for k, v in m.get("MessageAttributes", {}).items()}
                 out.append({"body": body, "attributes": attributes, "receipt": m["ReceiptHandle"]})

@@ -1,9 +1,9 @@
 """Record writer: an SQS batch of records in the message contract -> packed batch writes.
 
-Thin: Powertools' batch processor stages each message with the writer, then the writer packs and
-sends the batch as a whole (see :mod:`experiture_ingest.streams.processing` for how the two phases
-keep Powertools' partial-failure and FIFO semantics). Only messages whose request failed transiently
-are returned in ``batchItemFailures``; permanent problems went to the DLQ with their reasons.
+Thin: the writer takes the whole batch (records of many messages share one request) and says which
+messages go back to the queue (see :mod:`experiture_ingest.streams.processing`). Only messages whose
+request failed transiently, or that time ran out for, are returned in ``batchItemFailures``;
+permanent problems went to the DLQ with their reasons.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ if TYPE_CHECKING:  # the rest loads on the first batch (cold start: bench/cold_s
     from aws_lambda_powertools.utilities.typing import LambdaContext
 
     from experiture_ingest.client import RetryEvent
-    from experiture_ingest.streams.writer import FlushReport, StreamWriter
+    from experiture_ingest.streams.batch import FlushReport
+    from experiture_ingest.streams.writer import StreamWriter
 
 setup_logging()
 
@@ -34,15 +35,17 @@ def writer() -> StreamWriter:
     import boto3
 
     from experiture_ingest.client import ClientSettings, ExperitureClient
-    from experiture_ingest.streams.settings import StreamSettings
+    from experiture_ingest.streams.settings import StreamSettings, aws_client_config
     from experiture_ingest.streams.wiring import build_writer
 
     client = ExperitureClient.from_settings(
         ClientSettings.from_env(), on_retry=_count_retry, on_answer=count_api_answer
     )
     settings = StreamSettings.from_env()
-    dynamodb = boto3.client("dynamodb") if settings.ledger_table else None
-    return build_writer(settings, client, boto3.client("sqs"), boto3.client("s3"), dynamodb)
+    config = aws_client_config()
+    dynamodb = boto3.client("dynamodb", config=config) if settings.ledger_table else None
+    sqs, s3 = boto3.client("sqs", config=config), boto3.client("s3", config=config)
+    return build_writer(settings, client, sqs, s3, dynamodb)
 
 
 def _publish(report: FlushReport) -> None:
@@ -54,6 +57,7 @@ def _publish(report: FlushReport) -> None:
         ("MessagesRetried", len(report.retry)),
         ("MessagesOutOfTime", report.out_of_time),
         ("MessagesAlreadyWritten", report.already_written),
+        ("BatchRequestsResent", report.requests_resent),
         ("BatchRequestsSent", report.requests_sent),
         ("BatchRequestsRefused", report.requests_refused),
         ("BatchJobsAccepted", len(report.jobs)),
@@ -65,15 +69,9 @@ def _publish(report: FlushReport) -> None:
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    from aws_lambda_powertools.utilities.batch import process_partial_response
+    from experiture_ingest.streams.processing import write_event
 
-    from experiture_ingest.streams.processing import processor_for
-
-    processor = processor_for(event, writer())
-    response = process_partial_response(
-        event=event, record_handler=processor.stage, processor=processor, context=context
-    )
-    report = processor.report
+    response, report = write_event(writer(), event, context)
     _publish(report)
     logger.info(
         "batch written",
@@ -85,4 +83,4 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
             "retry_message_ids": sorted(report.retry),
         },
     )
-    return dict(response)
+    return response

@@ -57,11 +57,13 @@ def stack_with_secret(sandbox: SandboxHandle) -> Iterator[tuple[LocalStack, str]
 
 
 def test_debug_logs_of_an_import_and_a_records_write_hold_no_client_secret_or_token(
-    stack_with_secret, issued_tokens, sandbox, caplog, capsys
+    stack_with_secret, issued_tokens, sandbox, caplog, capsys, monkeypatch
 ):
     stack, client_secret = stack_with_secret
     # Given the root logger at DEBUG, everything captured (log records and whatever reaches stdout)
     caplog.set_level(logging.DEBUG)
+    # And a cold boto3 (as in a new container): its session resolves credentials and logs again
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)
 
     # When a file is imported and records are written (the smoke test does both, through the secret)
     report = smoke(stack, timeout=60)

@@ -66,7 +66,7 @@ def test_records_with_no_property_or_over_500_fields_are_set_aside_alone():
     assert parsed.records == [{"a": 1}, {"a": 2}]
     assert [(p.index, p.code) for p in parsed.problems] == [
         (1, "STREAM.RECORD_INVALID"),
-        (2, "STREAM.RECORD_INVALID"),
+        (2, "STREAM.TOO_MANY_FIELDS"),
     ]
     assert "500" in parsed.problems[1].message
 
@@ -145,3 +145,35 @@ def test_schema_cache_fetches_once_per_ttl_and_caches_permanent_refusals():
     with pytest.raises(ServerError):
         cache.get("contacts")
     assert cache.get("contacts") is SCHEMA
+
+
+def test_a_body_too_deep_to_parse_keeps_its_other_records_and_the_deep_one_is_kept_as_sent():
+    # Given a message whose second record nests 5,000 levels, beside records holding brackets in strings
+    deep = '{"b": ' + "[" * 5000 + "]" * 5000 + "}"
+    body = '{"object": "c", "operation": "append", "records": [{"s": "[[{"}, ' + deep + ', {"s": "]]}"}]}'
+    # When parsed
+    parsed = parse_message(body)
+    # Then the others are records, the deep one a TOO_DEEP problem whose text can be put back as it was
+    assert parsed.records == [{"s": "[[{"}, {"s": "]]}"}]
+    [problem] = parsed.problems
+    assert (problem.index, problem.code) == (1, "STREAM.TOO_DEEP")
+    from experiture_ingest.streams.contract import restore_cuts
+
+    assert restore_cuts(json.dumps(problem.record), parsed.cuts).replace(" ", "") == deep.replace(" ", "")
+
+
+@pytest.mark.parametrize(
+    "tail",
+    ['"' * 3 + 'a\\"' * 50_000, "a" * 300_000, ('"' + "]" * 5 + "{") * 30_000],
+)
+def test_a_hostile_deep_body_is_refused_in_linear_time(tail):
+    # Given a body deeper than the parser goes, followed by 150-300 KB built to make a scanner backtrack
+    import time
+
+    started = time.perf_counter()
+    # When parsed, then it is refused as malformed, well within a Lambda's time (a backtracking scan
+    # took minutes on these)
+    with pytest.raises(ContractError) as refused:
+        parse_message("[" * 3000 + tail)
+    assert refused.value.code == "STREAM.MALFORMED_JSON"
+    assert time.perf_counter() - started < 5

@@ -160,6 +160,6 @@ def test_cli_send_and_replay(monkeypatch, tmp_path, capsys):
         # A bad line is a one-line error, not a traceback
         source.write_text('{"email": "a@x.io"}\nnot json\n')
         assert (
-            main(["send", str(source), "--queue-url", queue, "--object", "c", "--operation", "append"]) == 1
+            main(["send", str(source), "--queue-url", queue, "--object", "c", "--operation", "append"]) == 3
         )
         assert "line 2: not JSON" in capsys.readouterr().err

@@ -7,9 +7,11 @@ import json
 
 import httpx
 
-from experiture_ingest.client import BearerToken, ExperitureClient, RetryPolicy
+from experiture_ingest.client import BearerToken, ExperitureClient, RetryPolicy, encode_json
 from experiture_ingest.streams.contract import Target
 from experiture_ingest.streams.deadletters import DeadLetterQueue
+from experiture_ingest.streams.experiture import ExperitureRecordsApi
+from experiture_ingest.streams.packing import records_frame
 from experiture_ingest.streams.settle import (
     ManifestEntry,
     PayloadStore,
@@ -39,7 +41,7 @@ def _settler(aws, now: float) -> Settler:
         sleep=lambda s: None,
     )
     return Settler(
-        client,
+        ExperitureRecordsApi(client),
         PayloadStore(s3, "kept"),
         SettleQueue(sqs, settle, (0, 1, 0)),
         DeadLetterQueue(sqs, dlq, s3, "kept"),
@@ -50,11 +52,13 @@ def _settler(aws, now: float) -> Settler:
 def _ticket(aws, accepted_at: float | None) -> SettleTicket:
     _, s3, _, _ = aws
     records = [{"event_id": f"e{i}", "event_type": "click"} for i in range(3)]
-    body = json.dumps({"records": records}).encode()
     key = "3f1c2a4e-0000-4000-8000-000000000001"
     location = payload_key(TARGET.object, key)
     manifest = [ManifestEntry("m1", 2), ManifestEntry("m2", 1)]
-    PayloadStore(s3, "kept").put(location, TARGET, key, manifest, body)
+    encoded = [encode_json(r) for r in records]
+    PayloadStore(s3, "kept").put(
+        location, TARGET, key, manifest, frame=records_frame(TARGET), encoded_records=encoded
+    )
     return SettleTicket(
         job_id="job-1",
         object="events",

@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 
 import httpx
-from aws_lambda_powertools.utilities.batch import process_partial_response
 
 from experiture_ingest.client import BearerToken, ExperitureClient, RetryPolicy
 from experiture_ingest.streams.deadletters import DeadLetterQueue, replay
-from experiture_ingest.streams.processing import processor_for
-from experiture_ingest.streams.schema import SchemaCache
+from experiture_ingest.streams.experiture import ExperitureRecordsApi
+from experiture_ingest.streams.processing import write_event
 from experiture_ingest.streams.settle import PayloadStore, SettleQueue
+from experiture_ingest.streams.tracking import Tracker
 from experiture_ingest.streams.writer import StreamWriter
 
 SCHEMA = {
@@ -53,22 +53,24 @@ class Api:
         )
 
 
-def _writer(aws, api, bucket: str = "kept") -> StreamWriter:
-    """A writer against ``api`` (an :class:`Api` or any httpx handler) and moto SQS/S3."""
-    sqs, s3, dlq, settle = aws
-    client = ExperitureClient(
+def _client(api) -> ExperitureClient:
+    return ExperitureClient(
         "https://api.test/public/v1",
         BearerToken("t"),
         transport=httpx.MockTransport(api),
         retry=RetryPolicy(max_attempts=1),
         sleep=lambda s: None,
     )
+
+
+def _writer(aws, api, bucket: str = "kept") -> StreamWriter:
+    """A writer against ``api`` (an :class:`Api` or any httpx handler) and moto SQS/S3."""
+    sqs, s3, dlq, settle = aws
+    client = _client(api)
     return StreamWriter(
-        client,
-        SchemaCache(client),
+        ExperitureRecordsApi(client),
+        Tracker(PayloadStore(s3, bucket), SettleQueue(sqs, settle), None),
         DeadLetterQueue(sqs, dlq, s3, "kept"),
-        PayloadStore(s3, bucket),
-        SettleQueue(sqs, settle),
     )
 
 
@@ -92,9 +94,8 @@ def _event(bodies: list[dict], fifo: bool = False) -> dict:
     }
 
 
-def _run(writer: StreamWriter, event: dict) -> list[str]:
-    processor = processor_for(event, writer)
-    response = process_partial_response(event=event, record_handler=processor.stage, processor=processor)
+def _run(writer: StreamWriter, event: dict, context=None) -> list[str]:
+    response, _ = write_event(writer, event, context)
     return [f["itemIdentifier"] for f in response["batchItemFailures"]]
 
 
@@ -202,7 +203,7 @@ def test_accepted_jobs_keep_their_payload_and_get_a_settle_ticket(aws):
     kept = json.loads(s3.get_object(Bucket="kept", Key=ticket_doc["payload_key"])["Body"].read())
     assert ticket_doc["job_id"] == "job-1" and ticket_doc["records"] == 2
     assert [m["messageId"] for m in kept["messages"]] == ["m0", "m1"]
-    assert kept["request"]["records"] == [{"email": "a"}, {"email": "b"}]
+    assert kept["records"] == [{"email": "a"}, {"email": "b"}]
 
 
 def _refuse_bad_by_index(body):
@@ -238,34 +239,38 @@ def test_refusals_the_fresh_schema_does_not_explain_fall_back_to_bisection(aws):
 
 
 class _Clock:
-    """A Lambda context whose remaining time is read from a script (the last value repeats)."""
+    """A Lambda context with plenty of time until the API has taken ``posts`` requests, then ``then_ms``."""
 
-    def __init__(self, *remaining_ms: int):
-        self.remaining = list(remaining_ms)
+    def __init__(self, api: Api, posts: int, then_ms: int):
+        self.api, self.posts, self.then_ms = api, posts, then_ms
         self.function_name, self.aws_request_id = "writer", "req"
 
     def get_remaining_time_in_millis(self) -> int:
-        return self.remaining.pop(0) if len(self.remaining) > 1 else self.remaining[0]
+        return 900_000 if len(self.api.posts) < self.posts else self.then_ms
 
 
 def test_with_little_time_left_no_new_request_starts_and_the_unsent_messages_are_retried(aws):
-    # Given three groups (three requests), a malformed message, and a message of the last group that
-    # also holds a record the schema refuses; the invocation has 60 s left, then only 10 s
+    # Given three targets (three requests), a malformed message, and a message of the last target that
+    # also holds a record the schema refuses; after the first request, 100 s are left: less than one
+    # request's worst case (95 s API call + 3 x 15 s S3/SQS) plus the 15 s kept for dead letters
     api = Api()
     event = _event([_msg("a1"), _msg("l1", obj="leads"), _msg("p1", obj="prospects"), _msg("a2")])
     event["Records"][2]["body"] = json.dumps(
         {"object": "prospects", "operation": "upsert", "records": [{"email": "p1"}, {"email": "p2", "x": 1}]}
     )
     event["Records"].append({**event["Records"][0], "messageId": "m4", "body": "{not json"})
-    processor = processor_for(event, _writer(aws, api))
-    # When processed with a 30 s margin (the default)
-    response = process_partial_response(
-        event=event, record_handler=processor.stage, processor=processor, context=_Clock(60_000, 10_000)
+    writer = StreamWriter(
+        ExperitureRecordsApi(_client(api)),
+        Tracker(PayloadStore(aws[1], "kept"), SettleQueue(aws[0], aws[3]), None),
+        DeadLetterQueue(aws[0], aws[2], aws[1], "kept"),
+        concurrency=1,
     )
-    # Then only the first request was sent; the other groups' messages come back for a retry
+    # When processed
+    response, report = write_event(writer, event, _Clock(api, posts=1, then_ms=100_000))
+    # Then only the first request was sent; the other targets' messages come back for a retry
     assert [[r["email"] for r in p["records"]] for p in api.posts] == [["a1", "a2"]]
     assert sorted(f["itemIdentifier"] for f in response["batchItemFailures"]) == ["m1", "m2"]
-    assert processor.report.out_of_time == 2
+    assert report.out_of_time == 2
     # And the decided dead letter was sent, while the retried message's bad record waits for its retry
     sqs, _, dlq, _ = aws
     got = sqs.receive_message(QueueUrl=dlq, MaxNumberOfMessages=10, MessageAttributeNames=["All"])
@@ -274,17 +279,25 @@ def test_with_little_time_left_no_new_request_starts_and_the_unsent_messages_are
     assert letter["MessageAttributes"]["experiture.errorCode"]["StringValue"] == "STREAM.MALFORMED_JSON"
 
 
-def test_fifo_with_little_time_left_returns_every_unsent_message_in_order(aws):
-    # Given a FIFO batch a1, l1, a2 (three runs) and no time to spare after the first request
+def test_fifo_with_little_time_left_returns_every_unsent_message_of_the_group_in_order(aws):
+    # Given a FIFO batch a1, l1, a2 of one group (three runs) and no time to spare after the first request
     api = Api()
     event = _event([_msg("a1"), _msg("l1", obj="leads"), _msg("a2")], fifo=True)
-    processor = processor_for(event, _writer(aws, api))
-    response = process_partial_response(
-        event=event, record_handler=processor.stage, processor=processor, context=_Clock(90_000, 29_999)
-    )
+    response, _ = write_event(_writer(aws, api), event, _Clock(api, posts=1, then_ms=100_000))
     # Then a1 was written and l1, a2 are returned
     assert [p["records"] for p in api.posts] == [[{"email": "a1"}]]
     assert [f["itemIdentifier"] for f in response["batchItemFailures"]] == ["m1", "m2"]
+
+
+def test_with_no_time_for_a_dead_letter_call_the_message_goes_back_instead(aws):
+    # Given a malformed message and only 10 s left: less than one SQS call's worst case (15 s)
+    api = Api()
+    event = _event([_msg("a1")])
+    event["Records"].append({**event["Records"][0], "messageId": "m1", "body": "{not json"})
+    response, _ = write_event(_writer(aws, api), event, _Clock(api, posts=0, then_ms=10_000))
+    # Then nothing was sent and both messages come back (none half done)
+    assert api.posts == [] and _dlq(aws) == []
+    assert sorted(f["itemIdentifier"] for f in response["batchItemFailures"]) == ["m0", "m1"]
 
 
 def test_the_payload_is_kept_before_the_request_is_posted(aws):
@@ -348,3 +361,114 @@ def test_a_dead_letter_too_large_for_sqs_keeps_its_body_in_s3_and_its_reason_in_
     assert replay(sqs, dlq, source, s3=s3, wait_seconds=0).moved == 1
     [back] = sqs.receive_message(QueueUrl=source, MessageAttributeNames=["All"])["Messages"]
     assert back["Body"] == body and "MessageAttributes" not in back
+
+
+def test_fifo_a_transient_failure_holds_up_only_its_own_group(aws):
+    # Given FIFO groups g1: a1, l1 (the API fails "leads" transiently), a2 and g2: b1, b2
+    api = Api(lambda body: (503, {"message": "busy"}) if body["records"][0]["email"] == "l1" else None)
+    event = _event([_msg("a1"), _msg("l1", obj="leads"), _msg("b1"), _msg("a2"), _msg("b2")], fifo=True)
+    for record, group in zip(event["Records"], ["g1", "g1", "g2", "g1", "g2"], strict=True):
+        record["attributes"] = {"MessageGroupId": group}
+    # When processed
+    failures = _run(_writer(aws, api), event)
+    # Then g1 stops at l1 (l1 and a2 come back, a2 never sent), while g2 is written whole, in order
+    assert failures == ["m1", "m3"]
+    sent = [r["email"] for p in api.posts for r in p["records"]]
+    assert "a2" not in sent and sent.index("b1") < sent.index("b2")
+    assert {"a1", "b1", "b2"} <= set(sent)
+
+
+def test_a_destination_failing_inside_one_record_check_costs_only_that_record(aws, monkeypatch):
+    # Given a record check that breaks on one record (a bug, or a value it cannot handle)
+    from experiture_ingest.streams import experiture
+
+    real = experiture.compile_check
+
+    def fragile(schema, operation, match_key):
+        check = real(schema, operation, match_key)
+
+        def checked(record):
+            if record.get("tier") == "boom":
+                raise OverflowError("int too large to convert to float")
+            return check(record)
+
+        return checked
+
+    monkeypatch.setattr(experiture, "compile_check", fragile)
+    api = Api()
+    body = {
+        "object": "contacts",
+        "operation": "upsert",
+        "records": [{"email": "a"}, {"email": "b", "tier": "boom"}],
+    }
+    # When processed
+    failures = _run(_writer(aws, api), _event([body, _msg("c")]))
+    # Then the record is dead-lettered alone with STREAM.INTERNAL_ERROR and the others are written
+    assert failures == []
+    assert [r["email"] for p in api.posts for r in p["records"]] == ["a", "c"]
+    [letter] = _dlq(aws)
+    assert letter["code"] == "STREAM.INTERNAL_ERROR" and letter["body"]["records"] == [
+        {"email": "b", "tier": "boom"}
+    ]
+
+
+def test_a_message_delivered_twice_in_one_batch_is_written_once(aws):
+    # Given SQS handed the same message twice in one batch (standard queues deliver at least once)
+    api = Api()
+    event = _event([_msg("a"), _msg("b")])
+    event["Records"].append(dict(event["Records"][0]))
+    # When processed, then its records went out once
+    assert _run(_writer(aws, api), event) == []
+    assert sorted(r["email"] for p in api.posts for r in p["records"]) == ["a", "b"]
+
+
+def test_an_operation_the_destination_does_not_offer_is_dead_lettered_without_a_request(aws):
+    # Given a destination that offers upsert only (as the next one may)
+    api = Api()
+    writer = _writer(aws, api)
+    writer._destination.operations = frozenset({"upsert"})
+    body = {"object": "contacts", "operation": "append", "records": [{"email": "a"}]}
+    # When an append arrives, then it is dead-lettered with the reason and nothing is sent
+    assert _run(writer, _event([body, _msg("b")])) == []
+    [letter] = _dlq(aws)
+    assert letter["code"] == "STREAM.CONTRACT_INVALID" and letter["body"]["records"] == [{"email": "a"}]
+    assert [r["email"] for p in api.posts for r in p["records"]] == ["b"]
+
+
+def test_a_secret_that_cannot_be_read_sends_the_batch_back_and_dead_letters_nothing(aws):
+    # Given credentials that cannot be read (Secrets Manager unreachable, say)
+    from experiture_ingest.settings import SettingsError
+
+    class Unreadable(httpx.Auth):
+        def auth_flow(self, request):
+            raise SettingsError("EXPERITURE_SECRET_ARN: cannot read the secret (GetParameterError)")
+            yield request
+
+    sqs, s3, dlq, settle = aws
+    client = ExperitureClient(
+        "https://api.test/public/v1", Unreadable(), transport=httpx.MockTransport(Api())
+    )
+    writer = StreamWriter(
+        ExperitureRecordsApi(client),
+        Tracker(PayloadStore(s3, "kept"), SettleQueue(sqs, settle), None),
+        DeadLetterQueue(sqs, dlq, s3, "kept"),
+    )
+    # When a batch comes, then every message goes back to the queue and no good record is dead-lettered
+    assert _run(writer, _event([_msg("a"), _msg("b")])) == ["m0", "m1"]
+    assert _dlq(aws) == []
+
+
+def test_an_unexpected_error_sending_one_request_sends_back_only_its_messages(aws):
+    # Given an API client that breaks (not an API answer, a bug) on the "leads" request only
+    api = Api()
+
+    def breaking(request: httpx.Request) -> httpx.Response:
+        if request.method == "POST" and "/leads/" in request.url.path:
+            raise RuntimeError("something nobody expected")
+        return api(request)
+
+    event = _event([_msg("a1"), _msg("l1", obj="leads"), _msg("a2")])
+    # When processed, then only the leads message goes back, and the contacts were written
+    assert _run(_writer(aws, breaking), event) == ["m1"]
+    assert sorted(r["email"] for p in api.posts for r in p["records"]) == ["a1", "a2"]
+    assert _dlq(aws) == []

@@ -140,9 +140,10 @@ class ExperitureClient:
         self._clock = clock
         self._on_retry = on_retry
         _guard_httpx_logs()
+        self._timeout = timeout or httpx.Timeout(30.0, connect=5.0)
         self._http = httpx.Client(
             transport=transport,
-            timeout=timeout or httpx.Timeout(30.0, connect=5.0),
+            timeout=self._timeout,
             headers={"User-Agent": USER_AGENT},
             follow_redirects=False,
             # Every HTTP answer's status (API, token endpoint, uploads, retries included): for metrics.
@@ -175,6 +176,11 @@ class ExperitureClient:
             ),
         )
         return cls(settings.api_url, auth, **kwargs)
+
+    @property
+    def worst_call_seconds(self) -> float:
+        """The longest one API call may take: its retry budget, then a last attempt's connect and read."""
+        return self._retry.budget_seconds + (self._timeout.connect or 0.0) + (self._timeout.read or 0.0)
 
     def close(self) -> None:
         self._http.close()
@@ -419,6 +425,9 @@ class ExperitureClient:
 
 
 def _seg(value: str) -> str:
+    """One path segment, percent-encoded; ``.``, ``..`` and empty names would change the path."""
+    if value in {"", ".", ".."}:
+        raise ExperitureError(f"{value!r} cannot be a path segment", code="CLIENT.PATH_SEGMENT_INVALID")
     return quote(value, safe="")
 
 

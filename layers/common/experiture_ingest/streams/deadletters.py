@@ -9,9 +9,14 @@ A body that would not fit in an SQS message beside its reason (256 KiB) is kept 
 (``dead-letters/<hash>.json``) and the DLQ gets a small pointer document with the same reason
 attributes plus ``experiture.bodyLocation``; ``replay`` sends the kept body back.
 
->>> letter = DeadLetter("{}", "STREAM.MALFORMED_JSON", "the body is not JSON", source_message_id="m-1")
+Every dead letter is built by :func:`dead_letter` (one place for bodies and attributes).
+
+>>> letter = dead_letter("STREAM.MALFORMED_JSON", "the body is not JSON", body="{", message_id="m-1")
 >>> sorted(letter.attributes())
 ['experiture.errorCode', 'experiture.errorMessage', 'experiture.sourceMessageId']
+>>> dead_letter("STREAM.INVALID_STRING", "lone surrogate", target=Target.parse("c:append"),
+...             records=[{"s": "\\ud800"}]).body
+'{"object": "c", "operation": "append", "records": [{"s": "\\\\ud800"}]}'
 """
 
 from __future__ import annotations
@@ -19,16 +24,26 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from experiture_ingest.streams.contract import ATTR_MATCH_KEY, ATTR_OBJECT, ATTR_OPERATION
+from experiture_ingest.streams.contract import (
+    ATTR_MATCH_KEY,
+    ATTR_OBJECT,
+    ATTR_OPERATION,
+    Target,
+    envelope,
+    restore_cuts,
+)
 from experiture_ingest.streams.sqs import (
     SQS_MAX_PAYLOAD_BYTES,
     SqsSendError,
+    chunk_entries,
     entry_size,
     is_fifo,
+    is_sqs_text,
     send_entries,
     string_attributes,
 )
@@ -60,6 +75,7 @@ REASON_ATTRIBUTES = (
 # The target attributes a bare-record body needs to be replayed.
 TARGET_ATTRIBUTES = (ATTR_OBJECT, ATTR_OPERATION, ATTR_MATCH_KEY)
 _MAX_REASON_CHARS = 1000
+_POOL_WAVE = 8  # SendMessageBatch calls in flight at once when a pool is given
 
 
 @dataclass(frozen=True)
@@ -90,6 +106,70 @@ class DeadLetter:
         )
 
 
+def _attribute(attributes: Mapping[str, Any], name: str) -> str | None:
+    value = attributes.get(name)
+    if isinstance(value, Mapping):  # the SQS event shape: {"stringValue": ..., "dataType": ...}
+        value = value.get("stringValue", value.get("StringValue"))
+    return value if isinstance(value, str) else None
+
+
+def records_body(target: Target, records: Sequence[Any], cuts: Sequence[str] = ()) -> str:
+    """The replayable envelope of ``records``: UTF-8 as sent, ``\\u``-escaped only where SQS would
+    refuse a character (a lone surrogate, U+FFFE), with parts cut from a too-deep body put back."""
+    document = envelope(target, list(records))
+    try:
+        text = json.dumps(document, ensure_ascii=False)
+    except RecursionError:
+        # Nested past the encoder's reach (the parser took it, the encoder cannot): the reason says so.
+        text = json.dumps(envelope(target, []), ensure_ascii=False).replace(
+            '"records": []', '"records": [null]'
+        )
+    if not is_sqs_text(text):
+        text = json.dumps(document, ensure_ascii=True)
+    return restore_cuts(text, list(cuts)) if cuts else text
+
+
+def dead_letter(
+    code: str,
+    reason: str,
+    *,
+    target: Target | None = None,
+    records: Sequence[Any] | None = None,
+    body: str | None = None,
+    message_id: str | None = None,
+    group_id: str | None = None,
+    record_index: int | None = None,
+    correlation_id: str | None = None,
+    job_id: str | None = None,
+    attributes: Mapping[str, Any] | None = None,
+    cuts: Sequence[str] = (),
+) -> DeadLetter:
+    """The one way to build a dead letter: ``records`` of ``target`` (an envelope body), or the
+    message's own ``body`` (kept with its target ``attributes`` so a bare record stays replayable)."""
+    if records is not None and target is not None:
+        text = records_body(target, records, cuts)
+    else:
+        text = body if body is not None else ""
+        if not is_sqs_text(text):
+            text = json.dumps(text)  # not SQS text: kept as a JSON string of the original
+    kept = tuple(
+        (name, value)
+        for name in TARGET_ATTRIBUTES
+        if (value := _attribute(attributes or {}, name)) is not None
+    )
+    return DeadLetter(
+        text,
+        code,
+        reason,
+        correlation_id,
+        message_id,
+        record_index,
+        job_id,
+        group_id,
+        kept,
+    )
+
+
 class DeadLetterQueue:
     """Sends dead letters to one queue (FIFO queues get a group and a content-based dedup id).
 
@@ -105,12 +185,20 @@ class DeadLetterQueue:
         self._s3 = s3
         self._bucket = bucket
 
-    def send(self, letters: Sequence[DeadLetter]) -> int:
+    def send(
+        self,
+        letters: Sequence[DeadLetter],
+        *,
+        can_start: Callable[[], bool] | None = None,
+        pool: Executor | None = None,
+    ) -> list[DeadLetter]:
+        """Send ``letters`` (in waves over ``pool``, if given); the letters left unsent because
+        ``can_start`` said no time is left for another SQS call. Raises SqsSendError."""
         entries: list[SendMessageBatchRequestEntryTypeDef] = []
         fifo = is_fifo(self.queue_url)
         for i, letter in enumerate(letters):
             seed = f"{letter.source_message_id}|{letter.record_index}|{letter.job_id}|{letter.body}"
-            digest = hashlib.sha256(seed.encode()).hexdigest()
+            digest = hashlib.sha256(seed.encode("utf-8", "surrogatepass")).hexdigest()
             entry: SendMessageBatchRequestEntryTypeDef = {
                 "Id": str(i),
                 "MessageBody": letter.body,
@@ -122,26 +210,28 @@ class DeadLetterQueue:
                 entry["MessageGroupId"] = letter.group_id or "dead-letters"
                 entry["MessageDeduplicationId"] = digest
             entries.append(entry)
-        sent = send_entries(self._sqs, self.queue_url, entries)
-        for letter in letters:
-            logger.warning(
-                "dead-lettered: %s %s",
-                letter.code,
-                letter.reason[:_MAX_REASON_CHARS],
-                extra={
-                    "source_message_id": letter.source_message_id,
-                    "record_index": letter.record_index,
-                    "correlation_id": letter.correlation_id,
-                    "job_id": letter.job_id,
-                },
-            )
-        return sent
+        chunks = list(chunk_entries(entries))
+        width = 1 if pool is None else _POOL_WAVE
+        sent: set[str] = set()
+        for start in range(0, len(chunks), width):
+            if can_start is not None and not can_start():
+                break
+            wave = chunks[start : start + width]
+            if pool is None or len(wave) == 1:
+                for chunk in wave:
+                    send_entries(self._sqs, self.queue_url, chunk)
+            else:
+                for future in [pool.submit(send_entries, self._sqs, self.queue_url, c) for c in wave]:
+                    future.result()
+            sent.update(e["Id"] for chunk in wave for e in chunk)
+        _log_sent([letter for i, letter in enumerate(letters) if str(i) in sent])
+        return [letter for i, letter in enumerate(letters) if str(i) not in sent]
 
     def _keep_body(self, entry: SendMessageBatchRequestEntryTypeDef, letter: DeadLetter, key: str) -> None:
         """Put the body in S3 and make ``entry`` a pointer to it, with the same reason attributes."""
         if self._s3 is None or not self._bucket:
             raise SqsSendError(f"a dead letter of {len(letter.body.encode())} bytes does not fit in SQS")
-        body = letter.body.encode()
+        body = letter.body.encode("utf-8", "surrogatepass")
         self._s3.put_object(Bucket=self._bucket, Key=key, Body=body, ContentType="application/json")
         location = f"s3://{self._bucket}/{key}"
         entry["MessageBody"] = json.dumps(
@@ -155,6 +245,26 @@ class DeadLetterQueue:
             **entry["MessageAttributes"],
             **string_attributes({ATTR_BODY_LOCATION: location}),
         }
+
+
+def _log_sent(letters: Sequence[DeadLetter]) -> None:
+    """One warning per reason code (not per letter: 100,000 bad records are not 100,000 log lines)."""
+    by_code: dict[str, list[DeadLetter]] = {}
+    for letter in letters:
+        by_code.setdefault(letter.code, []).append(letter)
+    for code, same in by_code.items():
+        first = same[0]
+        logger.warning(
+            "dead-lettered %d: %s %s",
+            len(same),
+            code,
+            first.reason[:_MAX_REASON_CHARS],
+            extra={
+                "source_message_ids": sorted({x.source_message_id for x in same if x.source_message_id})[:10],
+                "correlation_id": first.correlation_id,
+                "job_id": first.job_id,
+            },
+        )
 
 
 def _kept_body(s3: S3Client, location: str) -> str:

@@ -1,12 +1,18 @@
-"""The message ledger: which SQS messages are already in an accepted, tracked batch request.
+"""The message ledger: which request each SQS message went out in, and whether it was accepted.
 
 The Idempotency-Key covers a redelivery of the same batch, which packs into the same requests. A
-batch that comes back in a *different* grouping (the function timed out after a 202, or SQS mixed
-the redelivered messages with new ones) packs into different requests with different keys, and an
-append would be written twice. The ledger closes that gap: after a request is accepted and its
-settle ticket sent, one item per message (message id + hash of the records written → job id, with a
-TTL of a few days) goes to a DynamoDB table; before packing, the writer reads the batch's items and
-skips the messages already written, counting them as succeeded.
+batch that comes back in a *different* grouping (an answer was lost, the function timed out after a
+202, SQS mixed the redelivered messages with new ones) would pack into different requests with
+different keys, and an append would be written twice. The ledger closes that gap with one item per
+message (message id + hash of its body, TTL of a few days) in a DynamoDB table:
+
+1. before a request is posted (its payload already kept in S3), each of its messages is noted as
+   *sending* in that request (payload location + Idempotency-Key);
+2. after it is accepted and its settle ticket sent, each is noted as *written* in its job.
+
+Before packing, the writer reads the batch's items: a written message is skipped (counted as
+succeeded); a message still *sending* is not packed anew: the exact request it went out in is sent
+again from the kept payload with its own key, so the API replays its first answer or takes it now.
 
 Why not Powertools' Idempotency utility: it is built around one function call per key (it records
 "in progress", runs the call, stores its result), while the writer packs many messages into one
@@ -22,6 +28,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 logger = logging.getLogger(__name__)
@@ -38,6 +45,19 @@ class LedgerError(Exception):
 
 def ledger_key(message_id: str, digest: str) -> str:
     return f"{message_id}#{digest}"
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    """A message's last known request: written in ``job_id``, or still sending as ``idempotency_key``."""
+
+    job_id: str | None = None
+    payload_key: str | None = None
+    idempotency_key: str | None = None
+
+    @property
+    def written(self) -> bool:
+        return self.job_id is not None
 
 
 class MessageLedger:
@@ -61,10 +81,10 @@ class MessageLedger:
         self._clock = clock
         self._sleep = sleep
 
-    def written(self, keys: Iterable[str]) -> dict[str, str]:
-        """Of ``keys``, those already recorded (and not expired), with their job ids."""
+    def lookup(self, keys: Iterable[str]) -> dict[str, LedgerEntry]:
+        """Of ``keys``, those with an item (not expired): written, or sending in a known request."""
         wanted = list(dict.fromkeys(keys))
-        found: dict[str, str] = {}
+        found: dict[str, LedgerEntry] = {}
         now = self._clock()
         for start in range(0, len(wanted), _GET_BATCH):
             request: dict[str, Any] = {
@@ -78,7 +98,11 @@ class MessageLedger:
                 for item in answer.get("Responses", {}).get(self.table, []):
                     # DynamoDB deletes expired items lazily: an expired one no longer counts
                     if float(item.get("expiresAt", {}).get("N", "inf")) > now:
-                        found[item["pk"]["S"]] = item["jobId"]["S"]
+                        found[item["pk"]["S"]] = LedgerEntry(
+                            item.get("jobId", {}).get("S"),
+                            item.get("payloadKey", {}).get("S"),
+                            item.get("idempotencyKey", {}).get("S"),
+                        )
                 request = answer.get("UnprocessedKeys") or {}
                 if not request:
                     break
@@ -87,18 +111,26 @@ class MessageLedger:
                 raise LedgerError(f"DynamoDB kept throttling reads of {self.table}")
         return found
 
+    def written(self, keys: Iterable[str]) -> dict[str, str]:
+        """Of ``keys``, those already in an accepted job, with their job ids."""
+        return {k: e.job_id for k, e in self.lookup(keys).items() if e.job_id is not None}
+
+    def sending(self, keys: Sequence[str], payload_key: str, idempotency_key: str) -> None:
+        """Note that the messages of ``keys`` are about to go out in the request kept at ``payload_key``."""
+        self._put(keys, {"payloadKey": {"S": payload_key}, "idempotencyKey": {"S": idempotency_key}})
+
     def record(self, keys: Sequence[str], job_id: str) -> None:
         """Note that the messages of ``keys`` are in accepted job ``job_id``."""
+        self._put(keys, {"jobId": {"S": job_id}})
+
+    def _put(self, keys: Sequence[str], fields: dict[str, Any]) -> None:
         expires = str(int(self._clock() + self._ttl))
-        for start in range(0, len(keys), _PUT_BATCH):
+        unique = list(dict.fromkeys(keys))
+        for start in range(0, len(unique), _PUT_BATCH):
             request: dict[str, Any] = {
                 self.table: [
-                    {
-                        "PutRequest": {
-                            "Item": {"pk": {"S": k}, "jobId": {"S": job_id}, "expiresAt": {"N": expires}}
-                        }
-                    }
-                    for k in dict.fromkeys(keys[start : start + _PUT_BATCH])
+                    {"PutRequest": {"Item": {"pk": {"S": k}, **fields, "expiresAt": {"N": expires}}}}
+                    for k in unique[start : start + _PUT_BATCH]
                 ]
             }
             for attempt in range(_ATTEMPTS):

@@ -49,17 +49,22 @@ def _is_datetime(value: str) -> bool:
     return parsed.tzinfo is not None
 
 
+_EXACT: dict[str, type] = {"string": str, "integer": int, "boolean": bool}
+
+
 def _type_ok(kind: str, value: Any) -> bool:
+    # Values come from JSON, so exact types (bool is not an int here, an int never overflows a check).
+    kind_of = type(value)
     if kind == "string":
-        return isinstance(value, str)
+        return kind_of is str
     if kind == "integer":
-        return isinstance(value, int) and not isinstance(value, bool)
+        return kind_of is int
     if kind == "number":
-        return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+        return kind_of is int or (kind_of is float and math.isfinite(value))
     if kind == "boolean":
-        return isinstance(value, bool)
+        return kind_of is bool
     if kind == "datetime":
-        return isinstance(value, str) and _is_datetime(value)
+        return kind_of is str and _is_datetime(value)
     return True  # a type this package does not know yet: let the API decide
 
 
@@ -72,30 +77,44 @@ def check_record(
     existing one), but needs its match key (default: the primary key) and no explicit null in a
     required field.
     """
-    fields = {f.name: f for f in schema.fields}
-    for name in record:
-        if name not in fields:
-            return UNKNOWN_FIELD, f"{name}: field is not in the {schema.object_name or 'object'} schema"
-    if operation == "upsert":
-        key = match_key or schema.key_field
+    return compile_check(schema, operation, match_key)(record)
+
+
+def compile_check(
+    schema: ObjectSchema, operation: str, match_key: str | None
+) -> Callable[[Mapping[str, Any]], tuple[str, str] | None]:
+    """:func:`check_record` for one schema and target, with the per-field work done once."""
+    # Per field: its type, whether required, whether an email, and the one Python type it must be
+    # when a type check is that simple (values come from JSON, so exact types are right).
+    specs = {f.name: (f.type, f.required, f.format == "email", _EXACT.get(f.type)) for f in schema.fields}
+    known = specs.keys()
+    label = schema.object_name or "object"
+    key = (match_key or schema.key_field) if operation == "upsert" else None
+    required = [f.name for f in schema.fields if f.required] if operation == "append" else []
+
+    def check(record: Mapping[str, Any]) -> tuple[str, str] | None:
+        if not known >= record.keys():
+            name = next(n for n in record if n not in specs)
+            return UNKNOWN_FIELD, f"{name}: field is not in the {label} schema"
         if key and record.get(key) is None:
             return MATCH_KEY_MISSING, f"{key}: the match key is missing"
-    for name, value in record.items():
-        spec = fields[name]
-        if value is None:
-            if spec.required:
-                return REQUIRED_MISSING, f"{name}: required field is null"
-            continue
-        if not _type_ok(spec.type, value):
-            expected = f"{spec.type} with a timezone offset" if spec.type == "datetime" else spec.type
-            return TYPE_MISMATCH, f"{name}: expected {expected}, got {type(value).__name__}"
-        if spec.format == "email" and not _EMAIL.match(value):
-            return INVALID_EMAIL, f"{name}: invalid email format"
-    if operation == "append":
-        for spec in schema.fields:
-            if spec.required and spec.name not in record:
-                return REQUIRED_MISSING, f"{spec.name}: required field is missing"
-    return None
+        for name, value in record.items():
+            kind, needed, email, exact = specs[name]
+            if value is None:
+                if needed:
+                    return REQUIRED_MISSING, f"{name}: required field is null"
+                continue
+            if (type(value) is not exact) if exact is not None else not _type_ok(kind, value):
+                expected = f"{kind} with a timezone offset" if kind == "datetime" else kind
+                return TYPE_MISMATCH, f"{name}: expected {expected}, got {type(value).__name__}"
+            if email and not _EMAIL.match(value):
+                return INVALID_EMAIL, f"{name}: invalid email format"
+        for name in required:
+            if name not in record:
+                return REQUIRED_MISSING, f"{name}: required field is missing"
+        return None
+
+    return check
 
 
 @dataclass

@@ -9,12 +9,34 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from experiture_ingest.limits import BATCH_JOB_POLL
 from experiture_ingest.settings import load_settings
 from experiture_ingest.streams.contract import Target
+
+if TYPE_CHECKING:
+    from botocore.config import Config
+
+# The stream functions' AWS calls (S3, SQS, DynamoDB) are bounded so time budgets can be computed:
+# 2 attempts of at most 2 s connect + 5 s read, and a backoff under 1 s between them.
+AWS_CONNECT_SECONDS = 2.0
+AWS_READ_SECONDS = 5.0
+AWS_ATTEMPTS = 2
+AWS_CALL_SECONDS = AWS_ATTEMPTS * (AWS_CONNECT_SECONDS + AWS_READ_SECONDS) + 1.0
+
+
+def aws_client_config() -> Config:
+    """The botocore config of the stream functions' clients (see AWS_CALL_SECONDS)."""
+    from botocore.config import Config
+
+    return Config(
+        connect_timeout=AWS_CONNECT_SECONDS,
+        read_timeout=AWS_READ_SECONDS,
+        retries={"total_max_attempts": AWS_ATTEMPTS, "mode": "standard"},
+    )
 
 
 class StreamSettings(BaseModel):
@@ -25,8 +47,8 @@ class StreamSettings(BaseModel):
     payload_bucket: str = Field(alias="PAYLOAD_BUCKET", min_length=3)
     default_target: Target | None = Field(default=None, alias="STREAM_DEFAULT_TARGET")
     schema_ttl_seconds: float = Field(default=300.0, ge=0, alias="SCHEMA_TTL_SECONDS")
-    # No new request with less than this left of the invocation (the client may retry a call ~60 s).
-    time_margin_seconds: float = Field(default=30.0, ge=0, alias="WRITER_TIME_MARGIN_SECONDS")
+    # Requests (independent targets) one writer invocation sends at once.
+    send_concurrency: int = Field(default=6, ge=1, le=32, alias="STREAM_SEND_CONCURRENCY")
     # DynamoDB table of messages already written (see streams.ledger); unset: no ledger.
     ledger_table: str | None = Field(default=None, min_length=3, alias="LEDGER_TABLE")
     max_redrives: int = Field(default=2, ge=0, le=10, alias="SETTLE_MAX_REDRIVES")

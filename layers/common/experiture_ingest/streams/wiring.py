@@ -6,10 +6,11 @@ from typing import TYPE_CHECKING, Any
 
 from experiture_ingest.client import ExperitureClient
 from experiture_ingest.streams.deadletters import DeadLetterQueue
+from experiture_ingest.streams.experiture import ExperitureRecordsApi
 from experiture_ingest.streams.ledger import MessageLedger
-from experiture_ingest.streams.schema import SchemaCache
-from experiture_ingest.streams.settings import StreamSettings
+from experiture_ingest.streams.settings import AWS_CALL_SECONDS, StreamSettings
 from experiture_ingest.streams.settle import PayloadStore, SettleQueue, Settler
+from experiture_ingest.streams.tracking import Tracker
 from experiture_ingest.streams.writer import StreamWriter
 
 if TYPE_CHECKING:
@@ -31,14 +32,16 @@ def build_writer(
             raise ValueError("LEDGER_TABLE is set but no DynamoDB client was given")
         ledger = MessageLedger(dynamodb, settings.ledger_table)
     return StreamWriter(
-        client,
-        SchemaCache(client, settings.schema_ttl_seconds),
+        ExperitureRecordsApi(client, settings.schema_ttl_seconds),
+        Tracker(
+            PayloadStore(s3, settings.payload_bucket),
+            SettleQueue(sqs, settings.settle_queue_url, settings.cadence),
+            ledger,
+        ),
         DeadLetterQueue(sqs, settings.dead_letter_queue_url, s3, settings.payload_bucket),
-        PayloadStore(s3, settings.payload_bucket),
-        SettleQueue(sqs, settings.settle_queue_url, settings.cadence),
         default_target=settings.default_target,
-        time_margin_seconds=settings.time_margin_seconds,
-        ledger=ledger,
+        concurrency=settings.send_concurrency,
+        aws_call_seconds=AWS_CALL_SECONDS,
     )
 
 
@@ -46,10 +49,11 @@ def build_settler(
     settings: StreamSettings, client: ExperitureClient, sqs: SQSClient, s3: S3Client
 ) -> Settler:
     return Settler(
-        client,
+        ExperitureRecordsApi(client, settings.schema_ttl_seconds),
         PayloadStore(s3, settings.payload_bucket),
         SettleQueue(sqs, settings.settle_queue_url, settings.cadence),
         DeadLetterQueue(sqs, settings.dead_letter_queue_url, s3, settings.payload_bucket),
         max_redrives=settings.max_redrives,
         max_age_seconds=settings.max_age_seconds,
+        aws_call_seconds=AWS_CALL_SECONDS,
     )
