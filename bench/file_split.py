@@ -195,7 +195,6 @@ def child_worker(args: argparse.Namespace) -> dict[str, Any]:
 
 CHILDREN = {
     "plan": child_plan,
-    "plan-one-get": child_plan_one_get,
     "naive-plan": child_naive_plan,
     "one": child_one_stream,
     "worker": child_worker,
@@ -279,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
         planned = _result(_spawn("plan", args))  # the plan every split way uses
         if planned["rows"] != reader.rows:
             failures.append(f"the plan counts {planned['rows']} rows, the file has {reader.rows}")
-        ways = ["plan", "plan-one-get", "naive-plan", "one", *[f"split-{w}" for w in args.workers]]
+        ways = ["plan", "naive-plan", "one", *[f"split-{w}" for w in args.workers]]
         for round_no in range(args.rounds):
             admin.post("/reset").raise_for_status()
             order = ways[round_no % len(ways) :] + ways[: round_no % len(ways)]
