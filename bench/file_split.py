@@ -10,9 +10,8 @@ object is a CSV with quoted fields, escaped quotes and one multi-line record in 
 every way once, in an order rotated from round to round, and the sandbox is reset between rounds
 (its uploads deleted); the table shows medians over the rounds.
 
-- ``plan (quote-tracking scan, 3 ranged GETs)``: :func:`~experiture_ingest.files.parts.plan.plan_split`,
-  the planning pass, 3 ranged GETs in flight feeding :class:`~experiture_ingest.files.parts.records.RecordScanner`;
-- ``plan (..., one GET)``: the same pass over one streamed GET (the previous way);
+- ``plan (quote-tracking scan)``: :func:`~experiture_ingest.files.parts.plan.plan_split`, the
+  planning pass, one GET streamed through :class:`~experiture_ingest.files.parts.records.RecordScanner`;
 - ``plan (naive: csv.reader)``: the baseline, the same GET decoded and parsed by ``csv.reader`` to
   find where records end;
 - ``one stream``: the whole file as one job, streamed as the intake does (``S3Source`` + upload);
@@ -101,25 +100,6 @@ def child_plan(args: argparse.Namespace) -> dict[str, Any]:
         plan = plan_split(s3, source, args.part_mb * 2**20)
         seconds = time.perf_counter() - started
     Path(args.plan_file).write_text(json.dumps(plan.wire()))
-    return {
-        "seconds": seconds,
-        "bytes": source.size,
-        "parts": len(plan.parts),
-        "rows": plan.total_rows,
-        **memory.report(),
-    }
-
-
-def child_plan_one_get(args: argparse.Namespace) -> dict[str, Any]:
-    """The planning pass over one streamed GET (before the parallel ranged reads)."""
-    from experiture_ingest.files.parts.plan import plan_text, stream_object
-
-    s3, _ = clients(args.s3_url)
-    source = _source(s3)
-    with PeakGrowth() as memory:
-        started = time.perf_counter()
-        plan = plan_text(stream_object(s3, source), source, args.part_mb * 2**20)
-        seconds = time.perf_counter() - started
     return {
         "seconds": seconds,
         "bytes": source.size,
@@ -315,8 +295,7 @@ def main(argv: list[str] | None = None) -> int:
         tmp.cleanup()
 
     labels = {
-        "plan": "plan (quote-tracking scan, 3 ranged GETs)",
-        "plan-one-get": "plan (quote-tracking scan, one GET)",
+        "plan": "plan (quote-tracking scan)",
         "naive-plan": "plan (naive: csv.reader)",
         "one": "one stream (whole file, 1 job)",
         **{f"split-{w}": f"split, {w} worker(s), {args.part_mb} MiB parts" for w in args.workers},

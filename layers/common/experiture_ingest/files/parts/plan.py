@@ -14,9 +14,7 @@ streams its own part with ranged GETs (:mod:`.upload`).
 from __future__ import annotations
 
 import time
-from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from itertools import pairwise
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -39,8 +37,7 @@ from experiture_ingest.files.parts.records import RecordScanner
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
-SCAN_CHUNK_BYTES = 2 * 1024 * 1024
-SCAN_IN_FLIGHT = 3  # ranged GETs at once during the planning pass
+SCAN_CHUNK_BYTES = 4 * 1024 * 1024
 PARQUET_MAGIC_BYTES = 4
 PARQUET_FOOTER_MAX_BYTES = 64 * 1024 * 1024
 
@@ -144,49 +141,6 @@ def stream_object(s3: S3Client, source: SourceObject, chunk_bytes: int = SCAN_CH
         body.close()
 
 
-def stream_ranges(
-    s3: S3Client, source: SourceObject, chunk_bytes: int = SCAN_CHUNK_BYTES, in_flight: int = SCAN_IN_FLIGHT
-) -> Iterator[bytes]:
-    """The object version's bytes in order, read by ``in_flight`` ranged GETs at once.
-
-    One S3 stream runs at roughly 100 MB/s; the scan is faster than that, so the planning pass reads
-    ahead in parallel. Memory: at most ``in_flight`` chunks.
-    """
-    starts = range(0, source.size, chunk_bytes)
-
-    def fetch(start: int) -> bytes:
-        end = min(start + chunk_bytes, source.size) - 1
-        body = s3.get_object(**_get_args(source), Range=f"bytes={start}-{end}")["Body"]
-        try:
-            data: bytes = body.read()
-        finally:
-            body.close()
-        if len(data) != end - start + 1:
-            raise SplitRefusedError(
-                f"read {len(data)} bytes at {start} where {end - start + 1} were asked; the object changed",
-                code="OBJECT_CHANGED",
-            )
-        return data
-
-    with ThreadPoolExecutor(max_workers=in_flight, thread_name_prefix="plan-read") as pool:
-        pending: deque[Future[bytes]] = deque()
-        queued = iter(starts)
-        for start in queued:
-            pending.append(pool.submit(fetch, start))
-            if len(pending) >= in_flight:
-                break
-        try:
-            while pending:
-                chunk = pending.popleft().result()
-                following = next(queued, None)
-                if following is not None:
-                    pending.append(pool.submit(fetch, following))
-                yield chunk
-        finally:
-            for future in pending:
-                future.cancel()
-
-
 def plan_split(
     s3: S3Client,
     source: SourceObject,
@@ -205,7 +159,7 @@ def plan_split(
     if source.format == "parquet":
         return plan_parquet(s3, source, part_max_bytes)
     started = time.perf_counter()
-    chunks = stream_ranges(s3, source, chunk_bytes)
+    chunks = stream_object(s3, source, chunk_bytes)
     if time_budget is not None:
         chunks = _within(chunks, source.size, time_budget)
     plan = plan_text(chunks, source, part_max_bytes)
