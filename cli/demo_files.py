@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from cli.local_aws import LocalAws, s3_event
+from cli.status import render, status_rows
 from experiture_ingest.files.layout import result_key
 from sandbox.testing import SandboxHandle
 
@@ -71,6 +73,9 @@ def run(sandbox_handle: SandboxHandle, workdir: Path) -> None:
             ),
         )
         _say(f"  same S3 event delivered again -> intake: {again['files'][0]['outcome']} (no second job)")
+        _say("  import queue right after the drops (experiture-ingest status):")
+        for line in render(status_rows(aws.queue(), datetime.now(UTC))):
+            _say(f"    {line}")
         _follow(aws)
         lists = sandbox_handle.admin.lists()
         if lists:

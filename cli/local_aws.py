@@ -18,6 +18,18 @@ The shim (moto 5.2.x, pinned in pyproject.toml) is two small patches, active onl
    ``arn:aws:states:::states:startExecution`` parameters to boto3 in the ASL's PascalCase
    (``StateMachineArn``) where boto3 wants ``stateMachineArn``, and returns the answer in boto3's
    casing; we translate both ways, as Step Functions does.
+3. ``Execution.stop``: moto marks a stopped execution, but one waiting on a task token keeps waiting
+   (until its timeout, days) and stays RUNNING; Step Functions aborts it at once. We wake its
+   pending callbacks so it ends ABORTED.
+4. ``BotocoreStubber.process_request`` under one lock: an AWS service applies each request
+   atomically (a DynamoDB transaction, a conditional write), moto's in-process backends do not lock;
+   executions run in threads, so requests are serialised as a service would.
+
+The ``.waitForTaskToken`` Enqueue task runs on moto's own callback support (task tokens,
+``SendTaskSuccess``, ``TimeoutSecondsPath``). The import queue's table is created from its definition
+in template.yaml, and the EventBridge schedule of ``ImportDispatchFunction`` is a background thread
+(every ``schedule_seconds``). moto emits no EventBridge events: the execution-status rule's handler
+is called by tests with the event's real shape (:func:`execution_status_event`).
 
 Usage::
 
@@ -31,10 +43,13 @@ from __future__ import annotations
 
 import functools
 import importlib
+import itertools
 import json
+import logging
 import os
 import re
 import sys
+import threading
 import time
 import traceback
 import uuid
@@ -59,6 +74,9 @@ STATE_MACHINE_ID = "ImportStateMachine"
 REGION = "us-east-1"
 ACCOUNT = "123456789012"
 STATE_MACHINE_NAME = "experiture-ingest-import-job"
+QUEUE_TABLE_ID = "ImportQueueTable"
+QUEUE_TABLE_NAME = "experiture-ingest-import-queue"
+DISPATCH_FUNCTION_ID = "ImportDispatchFunction"
 _SUBSTITUTION = re.compile(r"\$\{([A-Za-z0-9_]+)\}")
 
 Handler = Callable[[dict[str, Any], Any], Any]
@@ -242,6 +260,58 @@ def _sfn_parameter_patches() -> list[Any]:
     ]
 
 
+def _stop_aborts_waiting_tasks() -> list[Any]:
+    from moto.stepfunctions.parser.api import ExecutionStatus
+    from moto.stepfunctions.parser.backend.execution import BaseExecutionWorkerCommunication
+    from moto.stepfunctions.parser.backend.execution import Execution as MotoExecution
+
+    original_stop = MotoExecution.stop
+    original_reflect = BaseExecutionWorkerCommunication._reflect_execution_status
+
+    def stop(self: Any, *args: Any, **kwargs: Any) -> None:
+        self.local_stopped = True
+        original_stop(self, *args, **kwargs)
+        worker = self.exec_worker
+        pool = getattr(getattr(getattr(worker, "env", None), "callback_pool_manager", None), "_pool", {})
+        for endpoint in list(pool.values()):
+            endpoint.interrupt_all()
+
+    def reflect(self: Any) -> None:
+        original_reflect(self)
+        if getattr(self.execution, "local_stopped", False):  # woken by stop: ABORTED, as in AWS
+            self.execution.exec_status = ExecutionStatus.ABORTED
+            self.execution.error = self.execution.cause = None
+
+    return [
+        mock.patch.object(MotoExecution, "stop", stop),
+        mock.patch.object(BaseExecutionWorkerCommunication, "_reflect_execution_status", reflect),
+    ]
+
+
+def _serialised_requests() -> Any:
+    from moto.core.botocore_stubber import BotocoreStubber
+
+    original = BotocoreStubber.process_request
+    lock = threading.RLock()
+
+    def process_request(self: Any, request: Any) -> Any:
+        with lock:
+            return original(self, request)
+
+    return mock.patch.object(BotocoreStubber, "process_request", process_request)
+
+
+def create_table(dynamodb: Any, template: dict[str, Any], logical_id: str, name: str) -> None:
+    """Create a DynamoDB table from its definition in template.yaml (keys, billing mode)."""
+    props = template["Resources"][logical_id]["Properties"]
+    dynamodb.create_table(
+        TableName=name,
+        KeySchema=props["KeySchema"],
+        AttributeDefinitions=props["AttributeDefinitions"],
+        BillingMode=props.get("BillingMode", "PAY_PER_REQUEST"),
+    )
+
+
 def reset_warm_caches(modules: list[ModuleType]) -> None:
     """Forget clients cached by warm handlers (``functools.cache``), so they see this run's env."""
     from experiture_ingest.client import client_from_env
@@ -256,16 +326,40 @@ def reset_warm_caches(modules: list[ModuleType]) -> None:
 # The runner ------------------------------------------------------------------------------------
 
 
-def s3_event(bucket: str, key: str, size: int, etag: str, version_id: str | None) -> dict[str, Any]:
+_SEQUENCER = itertools.count(int(time.time() * 1000) << 8)
+
+
+def next_sequencer() -> str:
+    """An S3-like sequencer: hex, growing with every object written in this process."""
+    return f"{next(_SEQUENCER):016X}"
+
+
+def s3_event(
+    bucket: str,
+    key: str,
+    size: int,
+    etag: str,
+    version_id: str | None,
+    *,
+    sequencer: str | None = None,
+    event_time: datetime | None = None,
+) -> dict[str, Any]:
     """The ``ObjectCreated:Put`` notification S3 sends for one object (key URL-encoded as S3 does)."""
-    obj: dict[str, Any] = {"key": quote_plus(key, safe="/"), "size": size, "eTag": etag, "sequencer": "01"}
+    obj: dict[str, Any] = {
+        "key": quote_plus(key, safe="/"),
+        "size": size,
+        "eTag": etag,
+        "sequencer": sequencer or next_sequencer(),
+    }
     if version_id:
         obj["versionId"] = version_id
     record = {
         "eventVersion": "2.1",
         "eventSource": "aws:s3",
         "awsRegion": REGION,
-        "eventTime": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+        "eventTime": (event_time or datetime.now(UTC))
+        .isoformat(timespec="milliseconds")
+        .replace("+00:00", "Z"),
         "eventName": "ObjectCreated:Put",
         "responseElements": {"x-amz-request-id": uuid.uuid4().hex[:16].upper()},
         "s3": {
@@ -276,6 +370,36 @@ def s3_event(bucket: str, key: str, size: int, etag: str, version_id: str | None
         },
     }
     return {"Records": [record]}
+
+
+def execution_status_event(sfn: Any, execution_arn: str) -> dict[str, Any]:
+    """The EventBridge event Step Functions sends when an execution ends ("Execution Status Change")."""
+    doc = sfn.describe_execution(executionArn=execution_arn)
+    stop = doc.get("stopDate")
+    return {
+        "version": "0",
+        "id": str(uuid.uuid4()),
+        "detail-type": "Step Functions Execution Status Change",
+        "source": "aws.states",
+        "account": ACCOUNT,
+        "time": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+        "region": REGION,
+        "resources": [execution_arn],
+        "detail": {
+            "executionArn": execution_arn,
+            "stateMachineArn": doc["stateMachineArn"],
+            "name": doc["name"],
+            "status": doc["status"],
+            "startDate": int(doc["startDate"].timestamp() * 1000),
+            "stopDate": int(stop.timestamp() * 1000) if stop else None,
+            "input": doc.get("input"),
+            "output": doc.get("output"),
+            "inputDetails": {"included": True},
+            "outputDetails": {"included": True},
+            "error": doc.get("error"),
+            "cause": doc.get("cause"),
+        },
+    }
 
 
 @dataclass(frozen=True)
@@ -290,11 +414,15 @@ class Execution:
 class LocalAws:
     """moto (S3, Step Functions that execute) + the real state machine + handlers in-process."""
 
-    def __init__(self, env: Mapping[str, str] | None = None, *, root: Path = ROOT) -> None:
+    def __init__(
+        self, env: Mapping[str, str] | None = None, *, root: Path = ROOT, schedule_seconds: float | None = 1.0
+    ) -> None:
         self.root = root
         self.env = dict(env or {})
         self._stack = ExitStack()
         self.state_machine_arn = ""
+        self.schedule_seconds = schedule_seconds
+        self._stop = threading.Event()
 
     def __enter__(self) -> LocalAws:
         from moto import mock_aws
@@ -306,6 +434,8 @@ class LocalAws:
             "AWS_SECRET_ACCESS_KEY": "testing",  # moto's documented dummy
             "POWERTOOLS_SERVICE_NAME": "experiture-ingest",
             "POWERTOOLS_METRICS_NAMESPACE": "ExperitureIngest",
+            "IMPORT_QUEUE_TABLE": QUEUE_TABLE_NAME,
+            "IMPORT_QUEUE_RENOTIFY_SECONDS": "2",  # a lost grant is sent again at the next scheduled run
             **self.env,
         }
         self._stack.enter_context(mock.patch.dict(os.environ, env))
@@ -321,8 +451,12 @@ class LocalAws:
         )
         for patch in _sfn_parameter_patches():
             self._stack.enter_context(patch)
+        self._stack.enter_context(_serialised_requests())
+        for patch in _stop_aborts_waiting_tasks():
+            self._stack.enter_context(patch)
         self.s3 = boto3.client("s3", region_name=REGION)
         self.sfn = boto3.client("stepfunctions", region_name=REGION)
+        self.dynamodb = boto3.client("dynamodb", region_name=REGION)
         self.state_machine_arn = self.sfn.create_state_machine(
             name=STATE_MACHINE_NAME,
             definition=machine.definition,
@@ -331,6 +465,8 @@ class LocalAws:
         )["stateMachineArn"]
         os.environ["IMPORT_STATE_MACHINE_ARN"] = self.state_machine_arn
         self.template = load_template(self.root / "template.yaml")
+        self.queue_table = os.environ["IMPORT_QUEUE_TABLE"]
+        create_table(self.dynamodb, self.template, QUEUE_TABLE_ID, self.queue_table)
         self.functions = {
             name: _handler_for(self.template, name)
             for name, resource in self.template["Resources"].items()
@@ -340,10 +476,30 @@ class LocalAws:
         modules = {sys.modules[handler.__module__] for handler in self.functions.values()}
         reset_warm_caches(list(modules))
         self._stack.callback(reset_warm_caches, list(modules))
+        if self.schedule_seconds:
+            schedule = threading.Thread(target=self._schedule, name="local-dispatch-schedule", daemon=True)
+            schedule.start()
+            self._stack.callback(schedule.join, 10)
+            self._stack.callback(self._stop.set)
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stack.close()
+
+    def _schedule(self) -> None:
+        """The EventBridge schedule of the dispatch function (rate(1 minute) in AWS, faster here)."""
+        assert self.schedule_seconds
+        while not self._stop.wait(self.schedule_seconds):
+            try:
+                self.invoke(DISPATCH_FUNCTION_ID, {"source": "aws.events", "detail-type": "Scheduled Event"})
+            except Exception:  # keep ticking, as the schedule would; the next tick tries again
+                logging.getLogger(__name__).exception("scheduled dispatch failed")
+
+    def queue(self) -> list[Any]:
+        """The import queue's entries (waiting and running), as the scheduler stores them."""
+        from experiture_ingest.scheduling import QueueTable
+
+        return QueueTable(self.dynamodb, self.queue_table).entries()
 
     def invoke(self, logical_id: str, event: Mapping[str, Any]) -> Any:
         """Run a function of template.yaml in-process, as Lambda would (its handler, a context)."""
@@ -352,10 +508,16 @@ class LocalAws:
 
     def drop(self, bucket: str, key: str, body: bytes, intake: str = "IntakeFunction") -> Any:
         """Put ``body`` at ``s3://bucket/key`` and hand the ObjectCreated event to the intake function."""
+        return self.deliver(self.put(bucket, key, body), intake)
+
+    def put(self, bucket: str, key: str, body: bytes) -> dict[str, Any]:
+        """Put ``body`` at ``s3://bucket/key``; the S3 event for it (not delivered yet)."""
         put = self.s3.put_object(Bucket=bucket, Key=key, Body=body)
-        return self.invoke(
-            intake, s3_event(bucket, key, len(body), put["ETag"].strip('"'), put.get("VersionId"))
-        )
+        return s3_event(bucket, key, len(body), put["ETag"].strip('"'), put.get("VersionId"))
+
+    def deliver(self, event: Mapping[str, Any], intake: str = "IntakeFunction") -> Any:
+        """Hand an S3 event to the intake function (in any order: S3 does not order its events)."""
+        return self.invoke(intake, event)
 
     def start(self, run: Mapping[str, Any], name: str | None = None) -> str:
         """Start an execution with ``run`` (an ImportRun document) as its input; its ARN."""

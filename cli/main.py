@@ -19,6 +19,7 @@ COMMAND_MODULES = [
     "cli.demo",
     "cli.streams",
     "cli.operations",
+    "cli.status",
 ]
 
 

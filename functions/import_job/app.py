@@ -16,6 +16,7 @@ boto3 load on the first invocation that needs them (see bench/cold_start.py).
 from __future__ import annotations
 
 import functools
+import os
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -33,18 +34,25 @@ setup_logging()
 
 @functools.cache
 def deps() -> TaskDeps:
-    """The warm container's S3 and API clients (a refused start is left to the state machine)."""
+    """The warm container's S3 and API clients (a 429 is left to the state machine), and the queue's
+    table when IMPORT_QUEUE_TABLE is set (the final tasks read which version of a key is the newest)."""
     import boto3
 
     from experiture_ingest.client import ClientSettings, ExperitureClient
     from experiture_ingest.files import import_tasks as tasks
+    from experiture_ingest.scheduling import QueueTable
 
     settings = ClientSettings.from_env()
     retry = tasks.TaskRetryPolicy(
         max_attempts=settings.retry_max_attempts, budget_seconds=settings.retry_budget_seconds
     )
     client = ExperitureClient.from_settings(settings, retry=retry, on_answer=count_api_answer)
-    return tasks.TaskDeps(s3=boto3.client("s3"), client=client)
+    table = os.environ.get("IMPORT_QUEUE_TABLE")
+    return tasks.TaskDeps(
+        s3=boto3.client("s3"),
+        client=client,
+        queue=QueueTable(boto3.client("dynamodb"), table) if table else None,
+    )
 
 
 def _state(event: dict[str, Any]) -> ImportState:
@@ -96,13 +104,13 @@ def mapping_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, 
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def start_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    """Start the job, or schedule another try while the workspace runs its maximum of jobs."""
+    """Start the job in its granted slot, or send it back to the queue after a capacity refusal."""
     from experiture_ingest.files import import_tasks as tasks
 
     state = tasks.start(_state(event), deps())
     if state.progress.next == "wait_poll":
         metrics.add_metric(name="ImportJobsStarted", unit=MetricUnit.Count, value=1)
-    elif state.progress.next == "wait_start":
+    elif state.progress.next == "enqueue":
         metrics.add_metric(name="ImportStartsDeferred", unit=MetricUnit.Count, value=1)
     else:
         metrics.add_metric(name="ImportStartsRefused", unit=MetricUnit.Count, value=1)
@@ -113,7 +121,7 @@ def start_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, An
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def poll_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    """Read the job's state and decide what comes next."""
+    """Read the job's state and decide what comes next (an API outage is another wait)."""
     from experiture_ingest.files import import_tasks as tasks
 
     return tasks.poll(_state(event), deps()).wire()

@@ -3,7 +3,9 @@ state machine. Thin: parse the event, call :class:`experiture_ingest.files.intak
 
 Environment (see :class:`~experiture_ingest.files.intake.IntakeSettings`): IMPORT_STATE_MACHINE_ARN
 (required), INTAKE_SINGLE_PUT_MAX_BYTES, INTAKE_PART_MAX_BYTES, INTAKE_PART_WORKERS,
-INTAKE_MAX_JOBS_PER_FILE, INTAKE_CHUNK_BYTES, INTAKE_READ_AHEAD_BYTES, IMPORT_POLL_* (passed on in the hand-off), and the client's EXPERITURE_*.
+INTAKE_MAX_JOBS_PER_FILE, INTAKE_CHUNK_BYTES, INTAKE_READ_AHEAD_BYTES, IMPORT_POLL_* and
+IMPORT_QUEUE_MAX_SECONDS (passed on in the hand-off), IMPORT_QUEUE_TABLE (the newest version of each
+key), and the client's EXPERITURE_*.
 
 Cold start: the module imports only Powertools' logger and metrics; boto3, the client and the file
 logic load when the first event needs them (``intake()``), see bench/cold_start.py.
@@ -37,14 +39,17 @@ def intake() -> Intake:
 
     from experiture_ingest.client import ClientSettings, ExperitureClient
     from experiture_ingest.files.intake import Intake, IntakeSettings
+    from experiture_ingest.scheduling import QueueTable
     from experiture_ingest.settings import load_settings
 
+    settings = load_settings(IntakeSettings)
     return Intake(
         s3=boto3.client("s3"),
         sfn=boto3.client("stepfunctions"),
         client=ExperitureClient.from_settings(ClientSettings.from_env(), on_answer=count_api_answer),
-        settings=load_settings(IntakeSettings),
+        settings=settings,
         annotate=_annotate,
+        versions=QueueTable(boto3.client("dynamodb"), settings.queue_table) if settings.queue_table else None,
     )
 
 
@@ -65,6 +70,8 @@ def _count(outcome: IntakeOutcome) -> None:
         metrics.add_metric(name="FilesSplit", unit=MetricUnit.Count, value=1)
     elif outcome.outcome == "waiting":  # held until its export's manifest or _SUCCESS
         metrics.add_metric(name="FilesHeld", unit=MetricUnit.Count, value=1)
+    elif outcome.outcome == "superseded":
+        metrics.add_metric(name="FilesSuperseded", unit=MetricUnit.Count, value=1)
     elif outcome.outcome == "rejected":  # the API refused the file for good: the user's to fix, no page
         metrics.add_metric(name="FilesRejected", unit=MetricUnit.Count, value=1)
     elif outcome.outcome == "failed":

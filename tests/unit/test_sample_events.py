@@ -12,6 +12,7 @@ from aws_lambda_powertools.utilities.data_classes import S3Event, SQSEvent
 from experiture_ingest.files import import_tasks as tasks
 from experiture_ingest.files.handoff import ImportRun, SplitRun
 from experiture_ingest.files.routing import decode_event_key
+from experiture_ingest.scheduling import job_id_from_input
 
 EVENTS = Path(__file__).resolve().parents[2] / "events"
 
@@ -25,6 +26,9 @@ def test_every_sample_event_is_used_here():
         "import_run.json",
         "import_job_prepare.json",
         "import_job_state.json",
+        "import_queue_enqueue.json",
+        "import_queue_schedule.json",
+        "execution_status_aborted.json",
         "s3_object_created.json",
         "s3_object_created_encoded_key.json",
         "s3_object_created_unsupported.json",
@@ -54,6 +58,19 @@ def test_the_split_input_validates():
     run = SplitRun.model_validate(load("split_run.json")["split"])
     # Then it names a file larger than its parts
     assert run.source.size > run.part_max_bytes and run.workers >= 1
+
+
+def test_queue_samples_carry_what_the_queue_functions_read():
+    # The Enqueue task's payload: the state document, the task token, the execution
+    enqueue = load("import_queue_enqueue.json")
+    state = tasks.ImportState.model_validate(enqueue["state"])
+    assert state.progress.next == "enqueue" and state.run.source.sequencer
+    assert enqueue["taskToken"] and enqueue["executionArn"].startswith("arn:aws:states:")
+    # The execution-status rule's event names the job in the execution's input
+    aborted = load("execution_status_aborted.json")
+    assert aborted["detail"]["status"] in ("ABORTED", "TIMED_OUT", "FAILED")
+    assert job_id_from_input(aborted["detail"]["input"]) == "imp_01HXYZEXAMPLE"
+    assert load("import_queue_schedule.json")["detail-type"] == "Scheduled Event"
 
 
 @pytest.mark.parametrize(

@@ -19,6 +19,8 @@ RECORD_MAX_FIELDS = 500
 IMPORT_MAX_FILE_BYTES = 50 * 1024**3
 IMPORT_MAX_ROWS = 200_000_000
 IMPORT_MAX_RUNNING_JOBS = 10
+# How long a file may wait for a start slot (our queue, or the workspace's refusals) before it fails.
+IMPORT_QUEUE_MAX_SECONDS = 7 * 24 * 3600
 # An object store's single PUT (S3's limit): larger files need splitting.
 SINGLE_PUT_MAX_BYTES = 5 * 1024**3
 # Files larger than a part are split into row-aligned parts, each its own job (INTAKE_PART_MAX_BYTES).

@@ -54,6 +54,8 @@ def test_a_dropped_file_becomes_one_import_job_with_identical_bytes(env, invoke,
         "size": len(body),
         "format": fmt,
         "compression": compression,
+        "sequencer": "01",  # from the S3 event: the queue's order
+        "eventTime": "2026-04-21T15:30:00Z",
     }
     summary = env.summary(key)
     assert summary["outcome"] == "uploaded" and summary["jobId"] == job["jobId"]

@@ -183,3 +183,43 @@ def test_a_collect_failure_after_the_job_completed_is_not_summarised_as_a_failed
     assert b"completed_report_incomplete" in stored
     tags = s3.get_object_tagging(Bucket=BUCKET, Key="incoming/contacts/done.csv")["TagSet"]
     assert {"Key": "experiture-status", "Value": "completed_report_incomplete"} in tags
+
+
+def test_a_run_that_waited_too_long_for_a_slot_says_so_and_that_the_job_was_never_started(s3):
+    # Given a run whose Enqueue task timed out (queueMaxSeconds spent in the queue)
+    state = completed_state(s3)
+    state.job = None
+    state.progress.next = "enqueue"
+    state.progress.start_attempts = 4
+    state.progress.last_refusal = "429 CDP_ETL.IMPORT.CONCURRENCY_LIMIT"
+    document = state.wire()
+    document["error"] = {"Error": "States.Timeout", "Cause": ""}
+
+    # When the failure is reported
+    summary = report_failure(document, TaskDeps(s3=s3, client=None, now=lambda: T0)).summary  # type: ignore[arg-type]
+
+    # Then the summary names the queue, the limit and the job left ready, and the attempts made
+    assert summary["outcome"] == "failed" and summary["error"]["stage"] == "queue"
+    assert (
+        "waited for a start slot longer than" in summary["message"] and "never started" in summary["message"]
+    )
+    assert summary["scheduling"]["startAttempts"] == 4
+    assert summary["scheduling"]["lastRefusal"] == "429 CDP_ETL.IMPORT.CONCURRENCY_LIMIT"
+
+
+def test_a_deadline_during_an_outage_times_out_with_the_last_state_seen(s3):
+    # Given a run polled while the job was running, then through an outage until the deadline
+    state = completed_state(s3)
+    state.job = {**COMPLETED_JOB, "state": "running"}
+    state.progress.next = "timed_out"
+    state.progress.outage_started_at = T0
+    state.progress.failed_polls = 12
+
+    # When the ending is reported five minutes later
+    later = T0.replace(minute=5)
+    summary = report_failure(state.wire(), TaskDeps(s3=s3, client=None, now=lambda: later)).summary  # type: ignore[arg-type]
+
+    # Then it is timed_out (never failed): the job may still finish; the outage is counted
+    assert summary["outcome"] == "timed_out"
+    assert "last state seen 'running'" in summary["message"] and "1 polling outage" in summary["message"]
+    assert summary["pollOutages"] == {"count": 1, "longestSeconds": 300.0, "failedPolls": 12}

@@ -16,6 +16,7 @@ from cli.local_aws import (
 )
 
 DEFINITION = ROOT / "statemachine" / "import_job.asl.json"
+RELEASES = {"ReleaseAfterImport", "ReleaseAfterFailure", "ReleaseAfterReportError"}
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +56,8 @@ def test_every_task_calls_its_functions_alias_so_running_executions_keep_their_c
     # And the local runner routes the alias ARNs (qualified :live) to the functions' handlers
     machine = resolve_machine(template)
     assert machine.routes and all(arn.endswith(":live") for arn in machine.routes)
-    assert all(f'"Resource": "{arn}"' in machine.definition for arn in machine.routes)
+    # (as a Task's Resource, or as FunctionName of lambda:invoke.waitForTaskToken)
+    assert all(f'"{arn}"' in machine.definition for arn in machine.routes)
 
 
 def test_the_runner_resolves_each_way_of_naming_a_function_and_refuses_anything_else(template):
@@ -134,11 +136,13 @@ def test_every_task_retries_transient_errors_with_capped_jitter_and_catches_to_a
         catch = state["Catch"]
         assert catch[-1]["ErrorEquals"] == ["States.ALL"], name
         target = {
-            "ReportFailure": "SummaryNotWritten",
+            "ReportFailure": "ReleaseAfterReportError",
             "ReportSplitFailure": "SummaryNotWritten",
             "PlanParts": "ReportSplitFailure",
             "CombineParts": "ReportSplitFailure",
         }.get(name, "ReportFailure")
+        if name in RELEASES:  # a release that fails does not change how the run ends (sweeper backstop)
+            target = state["Next"]
         assert catch[-1]["Next"] == target, name
         for earlier in catch[:-1]:  # only a continuation that already exists ends otherwise
             assert (name, earlier["ErrorEquals"], earlier["Next"]) == (
@@ -192,11 +196,46 @@ def test_no_path_ends_without_a_summary(states):
         for target in filter(None, targets):
             sources.setdefault(target, set()).add(name)
     # (the split branch: AfterPlan follows PlanParts, which wrote the refusal; AfterCombine follows
-    # CombineParts, which wrote the file's summary)
-    allowed = {"Collect", "ReportFailure", "ContinueAsNew", "AfterPlan", "AfterCombine", "ReportSplitFailure"}
+    # CombineParts, which wrote the file's summary; ReportSplitFailure writes the failure summary)
+    allowed = RELEASES | {"ContinueAsNew", "AfterPlan", "AfterCombine", "ReportSplitFailure"}
     for end in ends:
         assert sources.get(end, set()) <= allowed, f"{end} is reached from {sources.get(end)}"
+    for release in RELEASES:  # and every release comes right after a summary was written (or tried)
+        assert sources[release] <= {"Collect", "ReportFailure"}, release
     assert states["ImportFailed"]["CausePath"] == "$.report.cause"
+
+
+def test_every_ending_but_a_continuation_gives_the_slot_back(states):
+    # Given the ends of the machine
+    for end in ("Imported", "ImportFailed", "SummaryNotWritten"):
+        # Then each is reached only through a release step, which passes the whole state document
+        feeding = [
+            n
+            for n, s in states.items()
+            if s.get("Next") == end or end in [c["Next"] for c in s.get("Catch", [])]
+        ]
+        assert feeding and set(feeding) <= RELEASES, end
+    for release in RELEASES:
+        assert states[release]["Resource"] == "${ReleaseFunctionArn}"
+        assert states[release]["Parameters"]["state.$"] == "$"
+        assert states[release]["ResultPath"] is None
+    # A continuation keeps the slot: the next execution of the run holds it
+    assert states["ContinuedAsNew"]["Type"] == "Succeed"
+
+
+def test_a_file_waits_for_its_slot_on_a_task_token_bounded_by_the_queue_limit(states):
+    enqueue = states["Enqueue"]
+    assert enqueue["Resource"] == "arn:aws:states:::lambda:invoke.waitForTaskToken"
+    assert enqueue["Parameters"]["Payload"]["taskToken.$"] == "$$.Task.Token"
+    assert enqueue["TimeoutSecondsPath"] == "$.progress.queueTimeoutSeconds"
+    assert enqueue["Next"] == "StartJob" and states["SetMapping"]["Next"] == "Enqueue"
+    after_start = {
+        c["StringEquals"]: c["Next"] for c in states["AfterStart"]["Choices"] if "StringEquals" in c
+    }
+    assert after_start["enqueue"] == "Enqueue", "a refused start waits in the queue again"
+    assert not [s for s in states.values() if s["Type"] == "Wait" and s.get("Next") == "StartJob"], (
+        "no timed retry loop around the start"
+    )
 
 
 def test_storage_and_lambda_hiccups_are_retried_and_the_failure_summary_is_retried_before_giving_up(states):
@@ -211,3 +250,36 @@ def test_storage_and_lambda_hiccups_are_retried_and_the_failure_summary_is_retri
     retries = states["ReportFailure"]["Retry"]
     assert retries[-1]["ErrorEquals"] == ["States.TaskFailed"] and retries[-1]["MaxAttempts"] >= 2
     assert retries[0] == {**retries[0], "ErrorEquals": ["SummaryImpossibleError"], "MaxAttempts": 0}
+
+
+def test_the_queue_is_an_on_demand_table_its_functions_scoped_to_it_and_to_this_machine(template):
+    resources = template["Resources"]
+    table = resources["ImportQueueTable"]["Properties"]
+    assert table["BillingMode"] == "PAY_PER_REQUEST"
+    assert [k["AttributeName"] for k in table["KeySchema"]] == ["pk", "sk"]
+    machine_arn = "arn:${AWS::Partition}:states:${AWS::Region}:${AWS::AccountId}:stateMachine:${AWS::StackName}-import-job"
+    for name in ("ImportEnqueueFunction", "ImportReleaseFunction", "ImportDispatchFunction"):
+        props = resources[name]["Properties"]
+        assert props["CodeUri"] == "functions/import_queue", name
+        assert props["Environment"]["Variables"]["IMPORT_QUEUE_TABLE"] == {"Ref": "ImportQueueTable"}, name
+        assert props["Environment"]["Variables"]["IMPORT_MAX_RUNNING_JOBS"] == {"Ref": "ImportMaxRunningJobs"}
+        policies = props["Policies"]
+        assert {"DynamoDBCrudPolicy": {"TableName": {"Ref": "ImportQueueTable"}}} in policies, name
+        statements = [s for p in policies if "Statement" in p for s in p["Statement"]]
+        grant = next(s for s in statements if s["Action"] == ["states:SendTaskSuccess"])
+        assert grant["Resource"] == {"Fn::Sub": machine_arn}, name
+
+
+def test_a_run_that_never_reached_a_release_step_is_released_by_a_rule_and_a_schedule(template):
+    resources = template["Resources"]
+    rule = resources["ImportReleaseFunction"]["Properties"]["Events"]["ExecutionEnded"]
+    assert rule["Type"] == "EventBridgeRule"
+    pattern = rule["Properties"]["Pattern"]
+    assert pattern["source"] == ["aws.states"]
+    assert pattern["detail-type"] == ["Step Functions Execution Status Change"]
+    assert sorted(pattern["detail"]["status"]) == ["ABORTED", "FAILED", "TIMED_OUT"]
+    assert pattern["detail"]["stateMachineArn"] == [{"Ref": "ImportStateMachine"}]
+    schedule = resources["ImportDispatchFunction"]["Properties"]["Events"]["EveryMinute"]
+    assert schedule["Type"] == "Schedule" and schedule["Properties"]["Schedule"] == "rate(1 minute)"
+    outputs = template["Outputs"]
+    assert outputs["ImportQueueTableName"]["Value"] == {"Ref": "ImportQueueTable"}

@@ -37,8 +37,15 @@ from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from experiture_ingest.client import ErrorFileExpiredError, ExperitureClient, ExperitureError
 from experiture_ingest.files.import_tasks import ImportState, TaskDeps
-from experiture_ingest.files.layout import errors_key, part_errors_key, part_result_key, result_key
+from experiture_ingest.files.layout import (
+    errors_key,
+    part_errors_key,
+    part_result_key,
+    result_key,
+    version_result_key,
+)
 from experiture_ingest.files.results import summary_tags, tag_source, write_summary
+from experiture_ingest.scheduling.policy import padded_sequencer
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -63,7 +70,7 @@ _CORRELATION = re.compile(r"\(correlation id (?P<id>[^)\s]+)\)")
 _FAILURE_STAGE = {
     "mapping": "mapping",
     "start": "start",
-    "wait_start": "start",
+    "enqueue": "queue",
     "start_refused": "start",
     "wait_poll": "poll",
     "timed_out": "poll",
@@ -330,6 +337,8 @@ def build_summary(
             else None,
             "totalSeconds": _seconds(began, finished_at),
         },
+        "scheduling": scheduling_summary(state),
+        "pollOutages": poll_outages_summary(state, finished_at),
         "correlationIds": list(dict.fromkeys([*intake.correlation_ids, *progress.correlation_ids])),
         "execution": {"name": progress.execution_name, "executions": progress.executions},
     }
@@ -338,6 +347,47 @@ def build_summary(
     if error:
         summary["error"] = error
     return summary
+
+
+def scheduling_summary(state: ImportState) -> dict[str, Any]:
+    """The queue's part: when the file asked for a slot, when its job started, attempts to start it."""
+    progress = state.progress
+    waited = (
+        _seconds(progress.queued_at, progress.job_started_at)
+        if progress.queued_at and progress.job_started_at
+        else None
+    )
+    return {
+        "queuedAt": _iso(progress.queued_at),
+        "startedAt": _iso(progress.job_started_at),
+        "waitedSeconds": waited,
+        "startAttempts": progress.start_attempts,
+        "lastRefusal": progress.last_refusal,
+    }
+
+
+def poll_outages_summary(state: ImportState, now: datetime) -> dict[str, Any]:
+    """Outages ridden out while polling: how many, the longest (seconds), polls that failed."""
+    progress = state.progress
+    count, longest = progress.poll_outages, progress.longest_outage_seconds
+    if progress.outage_started_at is not None:  # still in one when the run ended
+        count += 1
+        longest = max(longest, (now - progress.outage_started_at).total_seconds())
+    return {"count": count, "longestSeconds": round(longest, 3), "failedPolls": progress.failed_polls}
+
+
+def summary_key_for(state: ImportState, deps: TaskDeps) -> tuple[str, str | None]:
+    """``results/<key>.json`` if this is the key's newest version, else a version-suffixed key.
+
+    Returns the key and, for an older version, the newer version's id.
+    """
+    source = state.run.source
+    if deps.queue is not None and source.sequencer:
+        newest = deps.queue.newest_version(source.bucket, source.key)
+        if newest and newest[0] > padded_sequencer(source.sequencer):
+            version = source.version_id or source.etag or source.sequencer
+            return version_result_key(source.key, version), newest[1]
+    return result_key(source.key), None
 
 
 def _finish(state: ImportState, deps: TaskDeps, summary: dict[str, Any]) -> str:
@@ -349,7 +399,11 @@ def _finish(state: ImportState, deps: TaskDeps, summary: dict[str, Any]) -> str:
                 deps.s3, source.bucket, source.key, summary, key=part_result_key(part.report_key, part.index)
             )
     with storage_errors("writing the summary"):
-        key = write_summary(deps.s3, source.bucket, source.key, summary)
+        key, newer = summary_key_for(state, deps)
+        if newer:
+            summary["newerVersion"] = newer
+            summary["message"] += f" A newer version ({newer}) of the file is imported after this one."
+        key = write_summary(deps.s3, source.bucket, source.key, summary, key=key)
     try:
         tag_source(deps.s3, source.bucket, source.key, source.version_id, summary_tags(summary))
     except (ClientError, BotoCoreError) as exc:  # the summary is what matters; a tag is a convenience
@@ -397,9 +451,19 @@ def report_failure(document: Mapping[str, Any], deps: TaskDeps) -> Report:
     outcome = "failed"
     if progress.next == "timed_out" and not error:
         outcome = "timed_out"
+        seen = (state.job or {}).get("state")
+        outages = poll_outages_summary(state, deps.now())
         message = (
-            f"Job {run.job_id} did not finish within {run.poll.deadline_seconds:.0f} s (last state "
-            f"{(state.job or {}).get('state')!r}). It may still finish in the CDP; ask support with the job id."
+            f"Job {run.job_id} did not finish within {run.poll.deadline_seconds:.0f} s of its start (last "
+            f"state seen {seen!r}"
+            + (f", {outages['count']} polling outage(s)" if outages["count"] else "")
+            + "). It may still finish in the CDP; ask support with the job id."
+        )
+    elif stage == "queue" and error and error["type"] == "States.Timeout":
+        message = (
+            f"The file waited for a start slot longer than {run.poll.queue_max_seconds:.0f} s "
+            f"(IMPORT_QUEUE_MAX_SECONDS); job {run.job_id} was never started and stays ready in the CDP. "
+            "Drop the file again to retry."
         )
     elif progress.next == "collect" and "progress" in document:
         # The CDP completed the job: the rows are imported, only the report (errors file) is missing.

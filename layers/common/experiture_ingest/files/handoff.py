@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from experiture_ingest.files.options import FileOptions
-from experiture_ingest.limits import IMPORT_POLL
+from experiture_ingest.limits import IMPORT_POLL, IMPORT_QUEUE_MAX_SECONDS
 
 
 class _Doc(BaseModel):
@@ -40,16 +40,22 @@ class SourceObject(_Doc):
     size: int = Field(gt=0)
     format: Literal["csv", "jsonl", "parquet"]
     compression: Literal["gzip"] | None = None
+    # From the S3 event: the queue's order (event time across keys, sequencer within one key).
+    sequencer: str | None = None
+    event_time: datetime | None = None
 
 
 class PollSettings(_Doc):
-    """The wait-and-poll cadence (docs: 5 s growing to 60 s) and how long to keep trying."""
+    """The wait-and-poll cadence (docs: 5 s growing to 60 s), also the backoff after a refused start
+    (capped at ``max_seconds``), and how long to keep trying."""
 
     initial_seconds: float = Field(default=IMPORT_POLL[0], gt=0)
     factor: float = Field(default=IMPORT_POLL[1], ge=1)
     max_seconds: float = Field(default=IMPORT_POLL[2], gt=0)
     deadline_seconds: float = Field(default=48 * 3600, gt=0, description="Give up on a stuck job after this")
-    start_retry_seconds: float = Field(default=6 * 3600, gt=0, description="Keep retrying a refused start")
+    queue_max_seconds: float = Field(
+        default=IMPORT_QUEUE_MAX_SECONDS, gt=0, description="Wait for a start slot at most this long"
+    )
     iterations_per_execution: int = Field(
         default=500, ge=1, description="Wait/poll rounds before continuing as a new execution (history limit)"
     )

@@ -3,16 +3,18 @@
 Each task takes the execution's state document (:class:`ImportState`) and returns it updated, with
 ``progress.next`` naming what the state machine does next (its Choice states only read that field):
 
-- ``wait_start`` / ``wait_poll``: wait ``progress.waitSeconds`` (a Wait with ``SecondsPath``), then
-  start again / poll again;
+- ``enqueue``: wait in the queue for a start slot (a ``.waitForTaskToken`` task, see
+  :mod:`experiture_ingest.scheduling`); after a capacity refusal, ``progress.waitSeconds`` says how
+  long the scheduler pauses grants (capped, jittered backoff);
+- ``wait_poll``: wait ``progress.waitSeconds`` (a Wait with ``SecondsPath``), then poll again;
 - ``collect``: the job completed; ``job_failed``, ``timed_out``, ``start_refused``: write a failure
   summary and end failed;
-- ``progress.continueAsNew`` (with ``wait_start``/``wait_poll``): the loop has run
-  ``poll.iterationsPerExecution`` rounds; continue as a new execution, which resumes the same wait
+- ``progress.continueAsNew`` (with ``enqueue``/``wait_poll``): the loop has run
+  ``poll.iterationsPerExecution`` rounds; continue as a new execution, which resumes the same step
   (a Standard execution is limited to 25,000 history events).
 
-Waits grow from ``poll.initialSeconds`` by ``poll.factor`` up to ``poll.maxSeconds`` (docs: 5 s to
-60 s), whole seconds because ``SecondsPath`` takes an integer:
+Poll waits grow from ``poll.initialSeconds`` by ``poll.factor`` up to ``poll.maxSeconds`` (docs: 5 s
+to 60 s), whole seconds because ``SecondsPath`` takes an integer:
 
 >>> from experiture_ingest.files.handoff import PollSettings
 >>> [poll_wait(PollSettings(), n) for n in range(8)]
@@ -32,16 +34,22 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from experiture_ingest.client import (
-    ConcurrencyLimitError,
+    AuthenticationError,
     ConflictError,
     ExperitureClient,
     ExperitureError,
+    RateLimitedError,
     RetryPolicy,
+    ServerError,
+    TransportError,
     WriteConflictError,
 )
 from experiture_ingest.client.idempotency import derived_key
 from experiture_ingest.files.handoff import ImportRun, PollSettings
 from experiture_ingest.files.mapping import MappingPlan, plan_mapping
+from experiture_ingest.limits import IMPORT_QUEUE_MAX_SECONDS
+from experiture_ingest.scheduling.policy import refusal_backoff
+from experiture_ingest.scheduling.table import QueueTable
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -49,8 +57,11 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 Next = Literal[
-    "mapping", "start", "wait_start", "wait_poll", "collect", "job_failed", "timed_out", "start_refused"
+    "mapping", "start", "enqueue", "wait_poll", "collect", "job_failed", "timed_out", "start_refused"
 ]
+# What polling rides out (back to the wait loop until the deadline): the API down, throttling, no
+# answer, credentials refused even after the secret was read again (rotation in progress).
+POLL_OUTAGES = (ServerError, RateLimitedError, TransportError, AuthenticationError)
 MAX_CORRELATION_IDS = 20
 EXECUTION_NAME_MAX = 80
 
@@ -77,6 +88,17 @@ class Progress(_Doc):
     wait_seconds: int = 0
     continue_as_new: bool = False
     correlation_ids: list[str] = Field(default_factory=list)
+    # The queue: when the file first asked for a slot, start attempts with a definite answer (each
+    # one its own Idempotency-Key), the enqueue task's timeout (what is left of queueMaxSeconds).
+    queued_at: datetime | None = None
+    start_attempts: int = 0
+    queue_timeout_seconds: int = IMPORT_QUEUE_MAX_SECONDS
+    last_refusal: str | None = None
+    # Polling through outages: the one in progress, how many there were, the longest, failed polls.
+    outage_started_at: datetime | None = None
+    poll_outages: int = 0
+    longest_outage_seconds: float = 0.0
+    failed_polls: int = 0
 
     def remember(self, correlation_id: str | None) -> None:
         if correlation_id and correlation_id not in self.correlation_ids:
@@ -97,6 +119,7 @@ class ImportState(_Doc):
     mapping: MappingPlan | None = None
     job: dict[str, Any] | None = None
     error: dict[str, Any] | None = None
+    grant: dict[str, Any] | None = None  # the scheduler's SendTaskSuccess output (ResultPath $.grant)
 
     def wire(self) -> dict[str, Any]:
         doc = super().wire()
@@ -108,14 +131,15 @@ class ImportState(_Doc):
 
 
 class TaskRetryPolicy(RetryPolicy):
-    """The client's policy, except that a refused start is not retried in-process.
+    """The client's policy, except that a 429 is never retried in-process.
 
-    A concurrency refusal may last hours: the state machine waits between starts (a Wait costs
-    nothing), instead of a Lambda sleeping.
+    A refusal may last hours, and a server may replay a refusal cached under its Idempotency-Key:
+    a refused start goes back to the queue (a fresh key for the next attempt), a throttled poll back
+    to the wait loop, any other task to the state machine's Retry. Nothing sleeps in a Lambda.
     """
 
     def next_delay(self, error: ExperitureError, attempt: int, elapsed: float) -> float | None:
-        if isinstance(error, ConcurrencyLimitError):
+        if isinstance(error, RateLimitedError):
             return None
         return super().next_delay(error, attempt, elapsed)
 
@@ -128,27 +152,14 @@ class TaskDeps:
     client: ExperitureClient
     now: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     rng: Callable[[], float] = random.random
+    # The queue's table: which version of a key is the newest (where a summary goes).
+    queue: QueueTable | None = None
 
 
 def poll_wait(poll: PollSettings, attempt: int) -> int:
     """Seconds to wait before poll number ``attempt + 1``: exponential, capped, at least 1."""
     seconds = min(poll.max_seconds, poll.initial_seconds * poll.factor**attempt)
     return max(1, round(seconds))
-
-
-def start_wait(poll: PollSettings, attempt: int, retry_after: float | None, rng: Callable[[], float]) -> int:
-    """Seconds to wait before starting again after ``attempt`` refusals: capped, with (equal) jitter.
-
-    ``Retry-After`` is honoured as a floor, up to the cap (``poll.maxSeconds``).
-
-    >>> start_wait(PollSettings(), 1, 30, lambda: 0.0), start_wait(PollSettings(), 9, None, lambda: 1.0)
-    (30, 60)
-    """
-    ceiling = min(poll.max_seconds, poll.initial_seconds * poll.factor**attempt)
-    delay = ceiling / 2 + rng() * ceiling / 2
-    if retry_after is not None:
-        delay = max(delay, min(retry_after, poll.max_seconds))
-    return max(1, round(delay))
 
 
 def prepare(
@@ -168,7 +179,10 @@ def prepare(
         state.progress.iterations = 0
         state.progress.continue_as_new = False
         state.error = None
+        state.grant = None
         state.progress.execution_name = execution_name
+        if state.progress.next == "start":  # a continuation never resumes mid-start: ask for a slot
+            state.progress.next = "enqueue"
         return state
     run = ImportRun.model_validate(event)
     started = datetime.fromisoformat(execution_start) if execution_start else now
@@ -197,50 +211,44 @@ def set_mapping(state: ImportState, deps: TaskDeps) -> ImportState:
         run.job_id, state.mapping.request(), idempotency_key=derived_key(run.job_id, "mapping")
     )
     state.progress.remember(answer.correlation_id)
-    state.progress.next = "start"
+    state.progress.next = "enqueue"
     state.progress.phase_started_at = deps.now()
     state.progress.attempts = 0
+    state.progress.queue_timeout_seconds = max(1, int(run.poll.queue_max_seconds))
     return state
 
 
 def start(state: ImportState, deps: TaskDeps) -> ImportState:
-    """Start the job; a concurrency refusal schedules another try (until ``poll.startRetrySeconds``)."""
+    """Start the job now that the queue granted a slot; a capacity refusal goes back to the queue.
+
+    Capacity refusals: 429 (``IMPORT.CONCURRENCY_LIMIT`` or ``RATE.LIMITED``), or 409 while the job
+    is still ``ready``. Each attempt after a definite answer carries a fresh Idempotency-Key (a server
+    may cache a refusal under its key); a retry after a lost answer (the task raised) reuses it, so a
+    start that ran is replayed, not repeated.
+    """
     run, progress = state.run, state.progress
     now = deps.now()
-    progress.phase_started_at = progress.phase_started_at or now
-    # One key for every attempt: a refused start (429) is not stored under it, and a lost answer to
-    # a start that did run is replayed instead of starting twice.
-    key = derived_key(run.job_id, "start")
+    grant = state.grant or {}
+    progress.queued_at = progress.queued_at or _when(grant.get("queuedAt")) or now
+    attempt = progress.start_attempts + 1
+    key = derived_key(run.job_id, "start", str(attempt))
     try:
         answer = deps.client.start_import(run.job_id, idempotency_key=key)
         progress.remember(answer.correlation_id)
-    except ConcurrencyLimitError as exc:
-        progress.remember(exc.correlation_id)
-        progress.attempts += 1
-        progress.iterations += 1
-        wait = start_wait(run.poll, progress.attempts, exc.retry_after, deps.rng)
-        waited = (now - progress.phase_started_at).total_seconds()
-        if waited + wait > run.poll.start_retry_seconds:
-            state.error = _error_doc(
-                exc, f"the workspace stayed at its running-jobs limit for {waited:.0f} s"
-            )
-            progress.next = "start_refused"
-            return state
-        logger.info(
-            "start refused (workspace at its limit); trying again in %d s", wait, extra={"job_id": run.job_id}
-        )
-        progress.wait_seconds = wait
-        progress.next = "wait_start"
-        progress.continue_as_new = progress.iterations >= run.poll.iterations_per_execution
-        return state
+    except RateLimitedError as exc:
+        return _refused(state, deps, exc, attempt, now)
     except ConflictError as exc:
         if isinstance(exc, WriteConflictError):
             raise
-        # An earlier attempt may have started it and lost the answer: believe the job's state.
+        # Refused for the job's state: still ready means the workspace is full; running or beyond
+        # means an earlier attempt started it and its answer was lost.
         status = deps.client.get_import(run.job_id)
+        progress.remember(status.correlation_id)
+        if status.state == "ready":
+            return _refused(state, deps, exc, attempt, now)
         if status.state not in ("running", "completed", "failed"):
             raise
-        progress.remember(status.correlation_id)
+    progress.start_attempts = attempt
     progress.job_started_at = now
     progress.attempts = 0
     progress.wait_seconds = poll_wait(run.poll, 0)
@@ -248,25 +256,109 @@ def start(state: ImportState, deps: TaskDeps) -> ImportState:
     return state
 
 
-def poll(state: ImportState, deps: TaskDeps) -> ImportState:
-    """Read the job's state; decide between collect, fail, time out, wait again or continue."""
+def _refused(
+    state: ImportState, deps: TaskDeps, exc: ExperitureError, attempt: int, now: datetime
+) -> ImportState:
+    """Back to the queue after a backoff, or give up once ``poll.queueMaxSeconds`` is spent."""
     run, progress = state.run, state.progress
-    status = deps.client.get_import(run.job_id)
-    progress.remember(status.correlation_id)
-    state.job = status.model_dump(by_alias=True, mode="json", exclude={"correlation_id"})
+    progress.remember(exc.correlation_id)
+    progress.start_attempts = attempt
+    progress.iterations += 1
+    progress.last_refusal = f"{exc.status} {exc.code or type(exc).__name__}"
+    pause = refusal_backoff(
+        attempt,
+        initial_seconds=run.poll.initial_seconds,
+        max_seconds=run.poll.max_seconds,
+        retry_after=exc.retry_after,
+        rng=deps.rng,
+    )
+    waited = (now - (progress.queued_at or now)).total_seconds()
+    if waited + pause > run.poll.queue_max_seconds:
+        state.error = _error_doc(
+            exc, f"the workspace refused {attempt} start(s) over {waited:.0f} s, the queue's limit"
+        )
+        progress.next = "start_refused"
+        return state
+    logger.info(
+        "start refused (%s); back in the queue, starts paused %.0f s",
+        progress.last_refusal,
+        pause,
+        extra={"job_id": run.job_id},
+    )
+    progress.wait_seconds = max(1, round(pause))
+    progress.queue_timeout_seconds = max(1, int(run.poll.queue_max_seconds - waited))
+    progress.next = "enqueue"
+    progress.continue_as_new = progress.iterations >= run.poll.iterations_per_execution
+    return state
+
+
+def poll(state: ImportState, deps: TaskDeps) -> ImportState:
+    """Read the job's state; decide between collect, fail, time out, wait again or continue.
+
+    An outage (5xx, 429, no answer, 401 after the secret was read again) is another wait, counted
+    in ``progress``; only the deadline (from the job's start) ends a run whose job may still finish.
+    """
+    run, progress = state.run, state.progress
     progress.attempts += 1
     progress.iterations += 1
+    try:
+        status = deps.client.get_import(run.job_id)
+    except POLL_OUTAGES as exc:
+        return _poll_outage(state, deps, exc)
+    now = deps.now()
+    _end_outage(progress, now)
+    progress.remember(status.correlation_id)
+    state.job = status.model_dump(by_alias=True, mode="json", exclude={"correlation_id"})
     if status.state == "completed":
         progress.next = "collect"
     elif status.state == "failed":
         progress.next = "job_failed"
-    elif (deps.now() - progress.started_at).total_seconds() >= run.poll.deadline_seconds:
-        progress.next = "timed_out"
     else:
-        progress.wait_seconds = poll_wait(run.poll, progress.attempts)
-        progress.next = "wait_poll"
-        progress.continue_as_new = progress.iterations >= run.poll.iterations_per_execution
+        _wait_or_time_out(state, now)
     return state
+
+
+def _poll_outage(state: ImportState, deps: TaskDeps, exc: ExperitureError) -> ImportState:
+    progress = state.progress
+    now = deps.now()
+    progress.remember(exc.correlation_id)
+    progress.failed_polls += 1
+    if progress.outage_started_at is None:
+        progress.outage_started_at = now
+        logger.warning("polling failed (%s); waiting it out until the deadline", exc)
+    _wait_or_time_out(state, now)
+    if progress.next == "timed_out":
+        _end_outage(progress, now)
+    return state
+
+
+def _end_outage(progress: Progress, now: datetime) -> None:
+    if progress.outage_started_at is None:
+        return
+    lasted = (now - progress.outage_started_at).total_seconds()
+    progress.poll_outages += 1
+    progress.longest_outage_seconds = round(max(progress.longest_outage_seconds, lasted), 3)
+    progress.outage_started_at = None
+
+
+def _wait_or_time_out(state: ImportState, now: datetime) -> None:
+    run, progress = state.run, state.progress
+    since = progress.job_started_at or progress.started_at
+    if (now - since).total_seconds() >= run.poll.deadline_seconds:
+        progress.next = "timed_out"
+        return
+    progress.wait_seconds = poll_wait(run.poll, progress.attempts)
+    progress.next = "wait_poll"
+    progress.continue_as_new = progress.iterations >= run.poll.iterations_per_execution
+
+
+def _when(value: Any) -> datetime | None:
+    if isinstance(value, datetime):
+        return value
+    try:
+        return datetime.fromisoformat(str(value)) if value else None
+    except ValueError:
+        return None
 
 
 def _error_doc(exc: BaseException, note: str | None = None) -> dict[str, Any]:

@@ -8,7 +8,10 @@ Steps, each visible to the user in ``results/<key>.json`` and the object's tags:
    header naming a column twice.
 2. **Skip duplicates**: S3 delivers events at least once. The execution name is derived from the
    object version, so a version already handed off is recognised (and a race between two deliveries
-   is settled by Step Functions refusing a second execution of that name).
+   is settled by Step Functions refusing a second execution of that name). **Skip stale versions**:
+   S3 does not order events; a version older (by the event's ``sequencer``) than one already queued
+   or imported for the same key ends ``superseded`` (summary beside the key's, see
+   :func:`~experiture_ingest.files.layout.version_result_key`) and starts nothing.
 3. **Init** ``POST /import-jobs`` with an Idempotency-Key derived from bucket, key and version id (or
    ETag): a duplicated init replays the same job instead of creating one.
 4. **Upload** the exact object version, streamed (see :mod:`~experiture_ingest.files.streaming`),
@@ -63,7 +66,7 @@ from experiture_ingest.client.idempotency import derived_key
 from experiture_ingest.files.formats import FileFormat, detect_format, supported_extensions
 from experiture_ingest.files.handoff import ImportRun, IntakeRecord, PollSettings, SourceObject, SplitRun
 from experiture_ingest.files.header import DuplicateColumnsError, HeaderError, read_columns
-from experiture_ingest.files.layout import INCOMING_PREFIX
+from experiture_ingest.files.layout import INCOMING_PREFIX, version_result_key
 from experiture_ingest.files.options import FileOptions
 from experiture_ingest.files.parts.errors import PartsError
 from experiture_ingest.files.parts.manifest import (
@@ -79,10 +82,13 @@ from experiture_ingest.files.streaming import DEFAULT_CHUNK_BYTES, DEFAULT_READ_
 from experiture_ingest.limits import (
     IMPORT_MAX_FILE_BYTES,
     IMPORT_POLL,
+    IMPORT_QUEUE_MAX_SECONDS,
     PART_MAX_BYTES,
     PART_MIN_BYTES,
     SINGLE_PUT_MAX_BYTES,
 )
+from experiture_ingest.scheduling.policy import group_of, padded_sequencer
+from experiture_ingest.scheduling.table import QueueEntry, QueueTable, QueueUnavailableError
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -115,7 +121,9 @@ class IntakeSettings(BaseModel):
     poll_factor: float = Field(default=IMPORT_POLL[1], ge=1, alias="IMPORT_POLL_FACTOR")
     poll_max_seconds: float = Field(default=IMPORT_POLL[2], gt=0, alias="IMPORT_POLL_MAX_SECONDS")
     poll_deadline_seconds: float = Field(default=48 * 3600, gt=0, alias="IMPORT_DEADLINE_SECONDS")
-    start_retry_seconds: float = Field(default=6 * 3600, gt=0, alias="IMPORT_START_RETRY_SECONDS")
+    queue_max_seconds: float = Field(default=IMPORT_QUEUE_MAX_SECONDS, gt=0, alias="IMPORT_QUEUE_MAX_SECONDS")
+    # The import queue's table, where the newest version of each key is recorded (unset: no check).
+    queue_table: str | None = Field(default=None, min_length=3, alias="IMPORT_QUEUE_TABLE")
 
     @model_validator(mode="after")
     def _part_fits_one_put(self) -> IntakeSettings:
@@ -137,7 +145,7 @@ class IntakeSettings(BaseModel):
             factor=self.poll_factor,
             max_seconds=self.poll_max_seconds,
             deadline_seconds=self.poll_deadline_seconds,
-            start_retry_seconds=self.start_retry_seconds,
+            queue_max_seconds=self.queue_max_seconds,
         )
 
 
@@ -158,7 +166,8 @@ class IntakeOutcome:
     """What happened to one file: the summary written (if any) and figures for metrics.
 
     ``outcome``: ``refused`` (bad input, no API call), ``rejected`` (the API refused the init),
-    ``uploaded`` (handed off), ``duplicate`` (already handed off: nothing written), ``failed``
+    ``uploaded`` (handed off), ``duplicate`` (already handed off: nothing written), ``superseded``
+    (a newer version of the key is already queued or imported: nothing imported), ``failed``
     (transient or configuration failure: ``retry`` tells the handler to raise so Lambda retries and
     then sends the event to the on-failure destination).
     """
@@ -211,6 +220,13 @@ def _iso(moment: datetime) -> str:
     return moment.isoformat().replace("+00:00", "Z")
 
 
+def _event_time(text: str | None) -> datetime | None:
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")) if text else None
+    except ValueError:
+        return None
+
+
 def _clean_version(version_id: str | None) -> str | None:
     return None if version_id in (None, "", "null") else version_id
 
@@ -227,11 +243,13 @@ class Intake:
         settings: IntakeSettings,
         annotate: Callable[..., None] | None = None,
         clock: Callable[[], datetime] = _now,
+        versions: QueueTable | None = None,
     ) -> None:
         self.s3 = s3
         self.sfn = sfn
         self.client = client
         self.settings = settings
+        self.versions = versions
         self._annotate = annotate or (lambda **_: None)
         self._clock = clock
 
@@ -277,6 +295,8 @@ class Intake:
                 size=size,
                 format=fmt.format,
                 compression=fmt.compression,
+                sequencer=dropped.sequencer,
+                event_time=_event_time(dropped.event_time) or received,
             )
             self._check_header(source)
         except Refusal as refusal:
@@ -302,6 +322,16 @@ class Intake:
         if handed_off:
             logger.info("object version already handed off as %s; duplicate event ignored", name)
             return IntakeOutcome("duplicate", file.summary)
+        try:
+            newer = self._newer_version(file)
+        except (ClientError, BotoCoreError) as exc:
+            return self._aws_failure(file, exc, "record the version")
+        except QueueUnavailableError as exc:  # DynamoDB throttled or failed: Lambda retries the event
+            cause = exc.__cause__
+            assert isinstance(cause, ClientError | BotoCoreError)
+            return self._aws_failure(file, cause, "record the version")
+        if newer:
+            return self._superseded(file, newer)
 
         if split:
             return self._hand_off_split(
@@ -347,6 +377,14 @@ class Intake:
             correlationIds=file.correlation_ids,
             abandonedJobIds=file.abandoned,
         )
+        try:
+            self._register(run, name)
+        except (ClientError, BotoCoreError) as exc:
+            return self._aws_failure(file, exc, "put the file in the import queue")
+        except QueueUnavailableError as exc:
+            cause = exc.__cause__
+            assert isinstance(cause, ClientError | BotoCoreError)
+            return self._aws_failure(file, cause, "put the file in the import queue")
         try:
             started = self.sfn.start_execution(
                 stateMachineArn=self.settings.state_machine_arn,
@@ -446,6 +484,8 @@ class Intake:
             size=size,
             format=fmt.format,
             compression=fmt.compression,
+            sequencer=dropped.sequencer,
+            event_time=_event_time(dropped.event_time) or received,
         )
         object_name = options.object_name or folder
         name = execution_name(dropped.bucket, dropped.key, file.version_id, file.etag)
@@ -650,6 +690,76 @@ class Intake:
         except ExperitureError:
             return False
 
+    # Versions of one key -----------------------------------------------------------------------
+
+    def _newer_version(self, file: _File) -> str | None:
+        """The id of a newer version already queued or imported for the key, or None (this one is newest)."""
+        dropped = file.dropped
+        if self.versions is None or not dropped.sequencer:
+            return None  # no table (a bare local run) or no sequencer (a hand-made event): no order known
+        version = file.version_id or file.etag or dropped.sequencer
+        return self.versions.claim_version(dropped.bucket, dropped.key, dropped.sequencer, version)
+
+    def _older_version_key(self, file: _File) -> str | None:
+        """The version-suffixed summary key if a newer version of the key is known, else None."""
+        dropped = file.dropped
+        if self.versions is None or not dropped.sequencer:
+            return None
+        try:
+            newest = self.versions.newest_version(dropped.bucket, dropped.key)
+        except (ClientError, BotoCoreError, QueueUnavailableError):
+            return None  # the summary is what matters: write it where it would usually go
+        if newest is None or newest[0] <= padded_sequencer(dropped.sequencer):
+            return None
+        return version_result_key(dropped.key, file.version_id or file.etag or dropped.sequencer)
+
+    def _register(self, run: ImportRun, name: str) -> None:
+        """The file takes its place in the queue (and its object's turn) before its execution starts:
+        a file of the same object dropped later cannot start first because its execution was faster."""
+        if self.versions is None:
+            return
+        source = run.source
+        self.versions.add(
+            QueueEntry(
+                job_id=run.job_id,
+                object_name=run.object_name,
+                group=group_of(
+                    run.object_name, source.bucket, source.key, parallel=bool(run.options.parallel_jobs)
+                ),
+                bucket=source.bucket,
+                key=source.key,
+                event_time=source.event_time or self._clock(),
+                sequencer=source.sequencer,
+                queued_at=self._clock(),
+                status="registered",
+                execution_arn=self._execution_arn(name),
+            )
+        )
+
+    def _superseded(self, file: _File, newer: str) -> IntakeOutcome:
+        dropped = file.dropped
+        file.summary.update(
+            outcome="superseded",
+            supersededBy=newer,
+            reason={
+                "code": "SUPERSEDED",
+                "message": (
+                    f"a newer version ({newer}) of {dropped.key} is already queued or imported; this older "
+                    "version is not imported (S3 delivered its event late)"
+                ),
+            },
+        )
+        logger.warning("older version of %s: superseded by %s, not imported", dropped.key, newer)
+        version = file.version_id or file.etag or dropped.sequencer or "unknown"
+        write_summary(
+            self.s3, dropped.bucket, dropped.key, file.summary, key=version_result_key(dropped.key, version)
+        )
+        try:
+            tag_source(self.s3, dropped.bucket, dropped.key, file.version_id, summary_tags(file.summary))
+        except ClientError as exc:
+            logger.warning("could not tag the source object: %s", exc.response.get("Error", {}).get("Code"))
+        return IntakeOutcome("superseded", file.summary)
+
     # Step Functions ---------------------------------------------------------------------------
 
     def _execution_arn(self, name: str) -> str:
@@ -706,8 +816,14 @@ class Intake:
         return IntakeOutcome("failed", file.summary, retry=True, abandoned_job_ids=file.abandoned)
 
     def _report(self, file: _File, *, tag: bool) -> None:
-        """Write the summary and tag the source; a tagging failure must not hide the summary."""
-        write_summary(self.s3, file.dropped.bucket, file.dropped.key, file.summary)
+        """Write the summary and tag the source; a tagging failure must not hide the summary.
+
+        ``results/<key>.json`` always describes the key's newest version: a summary of an older one
+        (a newer version's event was handled meanwhile) goes beside it.
+        """
+        write_summary(
+            self.s3, file.dropped.bucket, file.dropped.key, file.summary, key=self._older_version_key(file)
+        )
         if not tag:
             return
         try:

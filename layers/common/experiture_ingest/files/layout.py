@@ -4,6 +4,8 @@
 'contacts'
 >>> result_key("incoming/contacts/2026/11/spring.csv")
 'results/incoming/contacts/2026/11/spring.csv.json'
+>>> version_result_key("incoming/contacts/spring.csv", "v1")
+'results/incoming/contacts/spring.csv.versions/v1.json'
 >>> errors_key("incoming/contacts/spring.csv")
 'results/incoming/contacts/spring.csv.errors.jsonl'
 """
@@ -60,6 +62,14 @@ def results_stem(source_key: str) -> str:
 def result_key(source_key: str) -> str:
     """The summary of one source file: ``results/<original key>.json`` (see :func:`results_stem`)."""
     return f"{results_stem(source_key)}.json"
+
+
+def version_result_key(source_key: str, version: str) -> str:
+    """The summary of one version that is not the key's newest (superseded, or overtaken by a newer one).
+
+    ``results/<key>.json`` always describes the newest version; older ones are kept beside it.
+    """
+    return f"{RESULTS_PREFIX}{source_key}.versions/{version}.json"
 
 
 def errors_key(source_key: str) -> str:

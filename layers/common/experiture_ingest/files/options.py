@@ -28,6 +28,10 @@ class FileOptions(ListOptions, MappingFields):
     model_config = ConfigDict(extra="forbid")
 
     object_name: str | None = Field(default=None, min_length=1, description="Overrides the folder name")
+    parallel_jobs: bool | None = Field(
+        default=None,
+        description="Let jobs of this folder run together (only when their keys never overlap, guide 003)",
+    )
     # A warehouse export loads as one: files are held until a manifest (Redshift UNLOAD) or a
     # _SUCCESS marker (Spark, Glue, Athena) lands, then all its parts load together (files/parts).
     wait_for: Literal["manifest", "_SUCCESS"] | None = None

@@ -1,0 +1,1 @@
+"""The import queue's functions: enqueue, release, dispatch (see app.py)."""
