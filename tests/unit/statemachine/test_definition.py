@@ -137,7 +137,7 @@ def test_every_task_retries_transient_errors_with_capped_jitter_and_catches_to_a
         assert catch[-1]["ErrorEquals"] == ["States.ALL"], name
         target = {
             "ReportFailure": "ReleaseAfterReportError",
-            "ReportSplitFailure": "SummaryNotWritten",
+            "ReportSplitFailure": "SplitSummaryNotWritten",
             "PlanParts": "ReportSplitFailure",
             "CombineParts": "ReportSplitFailure",
         }.get(name, "ReportFailure")
