@@ -114,10 +114,21 @@ def test_a_csv_over_the_part_size_lands_every_good_row_once_and_reports_bad_rows
     assert sorted(e["rowNumber"] for e in errors) == sorted(bad)
     assert all(e["sourceRow"]["email"] == f"not-an-email-{e['rowNumber']}" for e in errors)
     assert summary["metrics"]["rowsRejected"] == len(bad) and summary["metrics"]["readRows"] == 40_000
-    # And the parts imported one after the other, in order
+    # And the parts imported one after the other, in order, each through the import queue (its run
+    # waited for a start slot in Enqueue and gave it back), and no slot is left held
     jobs = {j["jobId"]: j for j in sandbox.admin.import_jobs()}
     started = [jobs[p["jobId"]]["startedAt"] for p in parts]
     assert started == sorted(started)
+    children = [e for e in aws.executions() if "-p0" in e["name"]]
+    assert len(children) == len(parts)
+    for child in children:
+        entered = [
+            e["stateEnteredEventDetails"]["name"]
+            for e in aws.history(child["executionArn"])
+            if e["type"].endswith("StateEntered")
+        ]
+        assert "Enqueue" in entered and "ReleaseAfterImport" in entered, entered
+    assert aws.queue() == []
     # And the plan is there for the user to read
     plan = json.loads(aws.s3.get_object(Bucket=BUCKET, Key=plan_key(key))["Body"].read())
     assert len(plan["parts"]) == len(parts)
