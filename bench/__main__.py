@@ -13,6 +13,7 @@ BENCHMARKS = {
     "sandbox_load": ["--clients", "50", "--batches-per-client", "2"],
     "sandbox_upload": ["--size-mb", "1024"],
     "file_upload": [],
+    "file_split": ["--size-mb", "1024", "--part-mb", "128", "--workers", "1", "2", "4", "--rounds", "3"],
     "stream_writer": ["--records", "25000", "--per-message", "100", "--rounds", "7"],
     "cold_start": ["--rounds", "9"],
     "import_queue": ["--files", "200", "--capacity", "10", "--objects", "5", "--rounds", "3"],

@@ -2,9 +2,10 @@
 state machine. Thin: parse the event, call :class:`experiture_ingest.files.intake.Intake`, report.
 
 Environment (see :class:`~experiture_ingest.files.intake.IntakeSettings`): IMPORT_STATE_MACHINE_ARN
-(required), INTAKE_SINGLE_PUT_MAX_BYTES, INTAKE_MAX_JOBS_PER_FILE, INTAKE_CHUNK_BYTES,
-INTAKE_READ_AHEAD_BYTES, IMPORT_POLL_* and IMPORT_QUEUE_MAX_SECONDS (passed on in the hand-off),
-IMPORT_QUEUE_TABLE (the newest version of each key), and the client's EXPERITURE_*.
+(required), INTAKE_SINGLE_PUT_MAX_BYTES, INTAKE_PART_MAX_BYTES, INTAKE_PART_WORKERS,
+INTAKE_MAX_JOBS_PER_FILE, INTAKE_CHUNK_BYTES, INTAKE_READ_AHEAD_BYTES, IMPORT_POLL_* and
+IMPORT_QUEUE_MAX_SECONDS (passed on in the hand-off), IMPORT_QUEUE_TABLE (the newest version of each
+key), and the client's EXPERITURE_*.
 
 Cold start: the module imports only Powertools' logger and metrics; boto3, the client and the file
 logic load when the first event needs them (``intake()``), see bench/cold_start.py.
@@ -65,6 +66,10 @@ def _count(outcome: IntakeOutcome) -> None:
         metrics.add_metric(name="FilesRefused", unit=MetricUnit.Count, value=1)
     elif outcome.outcome == "duplicate":
         metrics.add_metric(name="DuplicateEvents", unit=MetricUnit.Count, value=1)
+    elif outcome.outcome == "splitting":  # over the part size, or a manifest's load
+        metrics.add_metric(name="FilesSplit", unit=MetricUnit.Count, value=1)
+    elif outcome.outcome == "waiting":  # held until its export's manifest or _SUCCESS
+        metrics.add_metric(name="FilesHeld", unit=MetricUnit.Count, value=1)
     elif outcome.outcome == "superseded":
         metrics.add_metric(name="FilesSuperseded", unit=MetricUnit.Count, value=1)
     elif outcome.outcome == "rejected":  # the API refused the file for good: the user's to fix, no page

@@ -16,7 +16,7 @@ from cli.local_aws import ROOT
 HEAVY = ("boto3", "botocore.session", "aws_xray_sdk", "httpx", "pydantic", "experiture_ingest.client")
 
 
-@pytest.mark.parametrize("function", ["intake", "import_job", "record_writer", "batch_settler"])
+@pytest.mark.parametrize("function", ["intake", "import_job", "parts", "record_writer", "batch_settler"])
 def test_importing_a_handler_loads_no_heavy_module(function):
     code = (
         f"import json, sys; import app; print(json.dumps(sorted(m for m in {HEAVY!r} if m in sys.modules)))"

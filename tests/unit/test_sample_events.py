@@ -10,7 +10,7 @@ import pytest
 from aws_lambda_powertools.utilities.data_classes import S3Event, SQSEvent
 
 from experiture_ingest.files import import_tasks as tasks
-from experiture_ingest.files.handoff import ImportRun
+from experiture_ingest.files.handoff import ImportRun, SplitRun
 from experiture_ingest.files.routing import decode_event_key
 from experiture_ingest.scheduling import job_id_from_input
 
@@ -35,6 +35,7 @@ def test_every_sample_event_is_used_here():
         "sqs_record_batch.json",
         "sqs_record_batch_fifo.json",
         "sqs_settle_ticket.json",
+        "split_run.json",
     }
     assert {p.name for p in EVENTS.glob("*.json")} == checked
 
@@ -50,6 +51,13 @@ def test_execution_input_and_task_events_validate():
     sample = tasks.ImportState.model_validate(load("import_job_state.json"))
     assert state.run == sample.run
     assert state.progress.execution_name == sample.progress.execution_name
+
+
+def test_the_split_input_validates():
+    # Given the input the intake hands over for a file over the part size
+    run = SplitRun.model_validate(load("split_run.json")["split"])
+    # Then it names a file larger than its parts
+    assert run.source.size > run.part_max_bytes and run.workers >= 1
 
 
 def test_queue_samples_carry_what_the_queue_functions_read():

@@ -23,6 +23,9 @@ IMPORT_MAX_RUNNING_JOBS = 10
 IMPORT_QUEUE_MAX_SECONDS = 7 * 24 * 3600
 # An object store's single PUT (S3's limit): larger files need splitting.
 SINGLE_PUT_MAX_BYTES = 5 * 1024**3
+# Files larger than a part are split into row-aligned parts, each its own job (INTAKE_PART_MAX_BYTES).
+PART_MAX_BYTES = 4 * 1024**3
+PART_MIN_BYTES = 1024**2
 
 # Polling cadences (seconds): start, growth factor, cap.
 IMPORT_POLL = (5.0, 1.5, 60.0)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import gzip
+import os
+
 import pytest
 
 import functions.intake.app as app
@@ -43,18 +46,44 @@ def test_bad_input_is_refused_with_a_summary_and_no_api_call(env, invoke, key, b
     assert env.s3.get_object(Bucket=env.bucket, Key=key)["Body"].read() == body
 
 
-def test_a_file_over_the_single_put_limit_is_refused(env, invoke, monkeypatch):
-    # Given a single-PUT limit of 100 bytes
-    monkeypatch.setenv("INTAKE_SINGLE_PUT_MAX_BYTES", "100")
+def test_a_file_over_the_part_size_is_handed_off_to_be_split_without_any_job_yet(env, invoke, monkeypatch):
+    # Given parts of 1 MiB
+    monkeypatch.setenv("INTAKE_PART_MAX_BYTES", str(1024**2))
     app.intake.cache_clear()
     key = "incoming/contacts/big.csv"
-    # When a 101-byte file is dropped
-    invoke(env.drop(key, b"x" * 101))
-    # Then it is refused as too large, naming the limit, and the API heard nothing
+    body = b"email\n" + b"a@example.com\n" * 80_000
+    # When a larger CSV is dropped
+    answer = invoke(env.drop(key, body))
+    # Then the state machine gets the split hand-off, the summary says so, and no job exists yet
+    assert answer["files"][0]["outcome"] == "splitting"
+    (execution,) = env.executions()
+    handed = env.execution_input(execution["executionArn"])
+    assert handed["split"]["partMaxBytes"] == 1024**2 and handed["split"]["source"]["size"] == len(body)
     summary = env.summary(key)
-    assert summary["reason"]["code"] == "TOO_LARGE" and "100 bytes" in summary["reason"]["message"]
-    assert summary["size"] == 101
+    assert summary["outcome"] == "splitting" and "over the part size of 1048576 bytes" in summary["message"]
+    _no_api_traffic_but_the_execution(env)
+
+
+def test_a_gzip_file_over_the_part_size_is_refused_naming_its_size_and_the_fix(env, invoke, monkeypatch):
+    # Given parts of 1 MiB and a gzip file a little larger (gzip cannot be cut without inflating it all)
+    monkeypatch.setenv("INTAKE_PART_MAX_BYTES", str(1024**2))
+    app.intake.cache_clear()
+    key = "incoming/contacts/big.csv.gz"
+    body = gzip.compress(b"email\n" + os.urandom(1024**2).hex().encode(), compresslevel=1)
+    # When it is dropped
+    invoke(env.drop(key, body))
+    # Then it is refused before any job: the reason names its size, the part size and what to do
+    summary = env.summary(key)
+    assert summary["reason"]["code"] == "GZIP_TOO_LARGE"
+    message = summary["reason"]["message"]
+    assert f"{len(body)} bytes" in message and "1048576 bytes" in message
+    assert "before compressing" in message and "Parquet" in message
     _no_api_traffic(env)
+
+
+def _no_api_traffic_but_the_execution(env) -> None:
+    assert env.sandbox.admin.requests() == []
+    assert env.sandbox.admin.import_jobs() == []
 
 
 @pytest.mark.parametrize(

@@ -80,3 +80,16 @@ def test_settings_come_from_the_environment():
     assert settings.poll().initial_seconds == 0.1
     with pytest.raises(SettingsError, match="INTAKE_SINGLE_PUT_MAX_BYTES"):
         load_settings(IntakeSettings, {"IMPORT_STATE_MACHINE_ARN": "a", "INTAKE_SINGLE_PUT_MAX_BYTES": "-1"})
+
+
+def test_the_part_size_defaults_to_4_gib_accepts_1_mib_and_never_exceeds_one_put():
+    arn = {"IMPORT_STATE_MACHINE_ARN": "a"}
+    # Given no setting, the part size is 4 GiB (under the 5 GiB single PUT)
+    assert load_settings(IntakeSettings, arn).part_size == 4 * 1024**3
+    # Given 1 MiB (the smallest accepted), it is taken as is
+    assert load_settings(IntakeSettings, {**arn, "INTAKE_PART_MAX_BYTES": str(1024**2)}).part_size == 1024**2
+    # Given less than 1 MiB, or more than the single-PUT limit, the message names the variable
+    with pytest.raises(SettingsError, match="INTAKE_PART_MAX_BYTES"):
+        load_settings(IntakeSettings, {**arn, "INTAKE_PART_MAX_BYTES": "1000"})
+    with pytest.raises(SettingsError, match="INTAKE_PART_MAX_BYTES .* is above the single-PUT limit"):
+        load_settings(IntakeSettings, {**arn, "INTAKE_PART_MAX_BYTES": str(6 * 1024**3)})

@@ -135,7 +135,12 @@ def test_every_task_retries_transient_errors_with_capped_jitter_and_catches_to_a
             assert retry["MaxDelaySeconds"] > 0, name
         catch = state["Catch"]
         assert catch[-1]["ErrorEquals"] == ["States.ALL"], name
-        target = {"ReportFailure": "ReleaseAfterReportError"}.get(name, "ReportFailure")
+        target = {
+            "ReportFailure": "ReleaseAfterReportError",
+            "ReportSplitFailure": "SplitSummaryNotWritten",
+            "PlanParts": "ReportSplitFailure",
+            "CombineParts": "ReportSplitFailure",
+        }.get(name, "ReportFailure")
         if name in RELEASES:  # a release that fails does not change how the run ends (sweeper backstop)
             target = state["Next"]
         assert catch[-1]["Next"] == target, name
@@ -148,6 +153,32 @@ def test_every_task_retries_transient_errors_with_capped_jitter_and_catches_to_a
     transient = {e for s in tasks.values() for r in s["Retry"] for e in r["ErrorEquals"]}
     assert {"RateLimitedError", "ServerError", "TransportError", "WriteConflictError"} <= transient
     assert not transient & {"SchemaMismatchError", "ValidationError", "ConcurrencyLimitError"}
+
+
+def test_the_split_branch_maps_retry_their_tasks_and_never_lose_a_part(states):
+    # Given the split branch: a Route on {"split": ...}, then the two Distributed Maps
+    assert states["Route"]["Choices"] == [{"Variable": "$.split", "IsPresent": True, "Next": "PlanParts"}]
+    upload, imports = states["UploadParts"], states["ImportParts"]
+    for state in (upload, imports):
+        assert state["ItemProcessor"]["ProcessorConfig"]["Mode"] == "DISTRIBUTED"
+        assert state["ItemReader"]["Resource"] == "arn:aws:states:::s3:getObject"
+        assert state["Catch"][-1] == {
+            "ErrorEquals": ["States.ALL"],
+            "ResultPath": "$.error",
+            "Next": "ReportSplitFailure",
+        }
+        for name, inner in state["ItemProcessor"]["States"].items():
+            if inner["Type"] == "Task":
+                assert inner["Retry"] and all(r["JitterStrategy"] == "FULL" for r in inner["Retry"]), name
+    # Then uploads run in parallel (as many workers as planned), imports one at a time (part order)
+    assert upload["MaxConcurrencyPath"] == "$.plan.workers"
+    assert imports["MaxConcurrency"] == 1
+    # And a failed upload is recorded as the part's summary; a failed child run goes back to NextImport
+    inner = upload["ItemProcessor"]["States"]
+    assert inner["UploadPart"]["Catch"][-1]["Next"] == "RecordUploadFailure"
+    child = imports["ItemProcessor"]["States"]["ImportPart"]
+    assert child["Resource"] == "arn:aws:states:::states:startExecution.sync:2"
+    assert child["Catch"][-1]["Next"] == "NextImport" and child["Next"] == "NextImport"
 
 
 def test_waits_are_driven_by_seconds_path(states):
@@ -164,7 +195,9 @@ def test_no_path_ends_without_a_summary(states):
         targets += [c["Next"] for c in state.get("Choices", [])] + [c["Next"] for c in state.get("Catch", [])]
         for target in filter(None, targets):
             sources.setdefault(target, set()).add(name)
-    allowed = RELEASES | {"ContinueAsNew"}
+    # (the split branch: AfterPlan follows PlanParts, which wrote the refusal; AfterCombine follows
+    # CombineParts, which wrote the file's summary; ReportSplitFailure writes the failure summary)
+    allowed = RELEASES | {"ContinueAsNew", "AfterPlan", "AfterCombine", "ReportSplitFailure"}
     for end in ends:
         assert sources.get(end, set()) <= allowed, f"{end} is reached from {sources.get(end)}"
     for release in RELEASES:  # and every release comes right after a summary was written (or tried)

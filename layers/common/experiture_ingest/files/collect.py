@@ -37,7 +37,13 @@ from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from experiture_ingest.client import ErrorFileExpiredError, ExperitureClient, ExperitureError
 from experiture_ingest.files.import_tasks import ImportState, TaskDeps
-from experiture_ingest.files.layout import errors_key, result_key, version_result_key
+from experiture_ingest.files.layout import (
+    errors_key,
+    part_errors_key,
+    part_result_key,
+    result_key,
+    version_result_key,
+)
 from experiture_ingest.files.results import summary_tags, tag_source, write_summary
 from experiture_ingest.scheduling.policy import padded_sequencer
 
@@ -385,7 +391,13 @@ def summary_key_for(state: ImportState, deps: TaskDeps) -> tuple[str, str | None
 
 
 def _finish(state: ImportState, deps: TaskDeps, summary: dict[str, Any]) -> str:
-    source = state.run.source
+    source, part = state.run.source, state.run.part
+    if part is not None:  # one part of a split file: its own key; the file's summary combines them
+        summary["part"] = part.wire()
+        with storage_errors("writing the part's summary"):
+            return write_summary(
+                deps.s3, source.bucket, source.key, summary, key=part_result_key(part.report_key, part.index)
+            )
     with storage_errors("writing the summary"):
         key, newer = summary_key_for(state, deps)
         if newer:
@@ -410,7 +422,9 @@ def collect(state: ImportState, deps: TaskDeps, *, part_bytes: int = PART_BYTES)
                 deps.s3,
                 run.job_id,
                 run.source.bucket,
-                errors_key(run.source.key),
+                errors_key(run.source.key)
+                if run.part is None
+                else part_errors_key(run.part.report_key, run.part.index),
                 part_bytes=part_bytes,
             )
         for cid in cids:
@@ -499,6 +513,7 @@ def _state_from(document: Mapping[str, Any], deps: TaskDeps) -> ImportState:
             "size": source.get("size") if isinstance(source.get("size"), int) and source["size"] > 0 else 1,
             "format": source.get("format") if source.get("format") in ("csv", "jsonl", "parquet") else "csv",
         },
+        "part": raw.get("part") if isinstance(raw.get("part"), Mapping) else None,
     }
     return ImportState.model_validate(
         {

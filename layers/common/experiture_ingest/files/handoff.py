@@ -72,6 +72,18 @@ class IntakeRecord(_Doc):
     abandoned_job_ids: list[str] = Field(default_factory=list)
 
 
+class PartRef(_Doc):
+    """Set when the run imports one part of a split file: its results go to the part's own keys
+    (``results/<key>.parts/``), the source is left untagged, and the file's summary combines them."""
+
+    index: int = Field(ge=1)
+    count: int = Field(ge=1)
+    report_key: str = Field(min_length=1, description="The dropped file (or manifest) the results belong to")
+    first_row_number: int | None = None
+    rows: int | None = None
+    bytes: int | None = None
+
+
 class ImportRun(_Doc):
     """The state machine's input: job, object, options, source and cadence."""
 
@@ -81,3 +93,20 @@ class ImportRun(_Doc):
     options: FileOptions = Field(default_factory=FileOptions)
     poll: PollSettings = Field(default_factory=PollSettings)
     intake: IntakeRecord = Field(default_factory=IntakeRecord)
+    part: PartRef | None = None
+
+
+class SplitRun(_Doc):
+    """The state machine's input for a file larger than a part (``{"split": ...}``): planned,
+    uploaded by parallel workers, imported part after part, reported as one file."""
+
+    object_name: str
+    source: SourceObject
+    options: FileOptions = Field(default_factory=FileOptions)
+    poll: PollSettings = Field(default_factory=PollSettings)
+    intake: IntakeRecord = Field(default_factory=IntakeRecord)
+    part_max_bytes: int = Field(gt=0)
+    workers: int = Field(default=4, ge=1, le=1000)
+    execution_name: str | None = None
+    # Set for a warehouse export: the source is its manifest (or _SUCCESS marker), whose parts load as one.
+    manifest: Literal["manifest", "_SUCCESS"] | None = None

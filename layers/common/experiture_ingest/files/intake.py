@@ -21,6 +21,11 @@ Steps, each visible to the user in ``results/<key>.json`` and the object's tags:
    without opening another job.
 5. **Hand off** to the import state machine (:class:`~experiture_ingest.files.handoff.ImportRun`).
 
+A file larger than the part size (``INTAKE_PART_MAX_BYTES``) skips 3-4: it is handed off as
+``{"split": SplitRun}`` and the state machine plans, uploads and imports its parts
+(:mod:`experiture_ingest.files.parts`). In a folder whose config says ``waitFor``, data files are
+held (``waiting``) and a manifest or ``_SUCCESS`` marker hands off all its parts as one load.
+
 >>> import uuid
 >>> key = idempotency_key("b", "incoming/contacts/a.csv", "v1", None)
 >>> key == idempotency_key("b", "incoming/contacts/a.csv", "v1", None), uuid.UUID(key).version
@@ -40,10 +45,10 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from botocore.exceptions import BotoCoreError, ClientError
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from experiture_ingest.client import (
     AuthenticationError,
@@ -59,13 +64,29 @@ from experiture_ingest.client import (
 )
 from experiture_ingest.client.idempotency import derived_key
 from experiture_ingest.files.formats import FileFormat, detect_format, supported_extensions
-from experiture_ingest.files.handoff import ImportRun, IntakeRecord, PollSettings, SourceObject
+from experiture_ingest.files.handoff import ImportRun, IntakeRecord, PollSettings, SourceObject, SplitRun
 from experiture_ingest.files.header import DuplicateColumnsError, HeaderError, read_columns
 from experiture_ingest.files.layout import INCOMING_PREFIX, version_result_key
+from experiture_ingest.files.options import FileOptions
+from experiture_ingest.files.parts.errors import PartsError
+from experiture_ingest.files.parts.manifest import (
+    is_manifest_key,
+    is_success_marker,
+    read_manifest,
+    success_folder_entries,
+)
+from experiture_ingest.files.parts.plan import gzip_refusal
 from experiture_ingest.files.results import summary_tags, tag_source, write_summary
 from experiture_ingest.files.routing import Refusal, folder_of, load_config, resolve_options
 from experiture_ingest.files.streaming import DEFAULT_CHUNK_BYTES, DEFAULT_READ_AHEAD_BYTES, S3Source
-from experiture_ingest.limits import IMPORT_POLL, IMPORT_QUEUE_MAX_SECONDS, SINGLE_PUT_MAX_BYTES
+from experiture_ingest.limits import (
+    IMPORT_MAX_FILE_BYTES,
+    IMPORT_POLL,
+    IMPORT_QUEUE_MAX_SECONDS,
+    PART_MAX_BYTES,
+    PART_MIN_BYTES,
+    SINGLE_PUT_MAX_BYTES,
+)
 from experiture_ingest.scheduling.policy import group_of, padded_sequencer
 from experiture_ingest.scheduling.table import QueueEntry, QueueTable, QueueUnavailableError
 
@@ -89,6 +110,10 @@ class IntakeSettings(BaseModel):
 
     state_machine_arn: str = Field(alias="IMPORT_STATE_MACHINE_ARN", min_length=1)
     single_put_max_bytes: int = Field(default=SINGLE_PUT_MAX_BYTES, gt=0, alias="INTAKE_SINGLE_PUT_MAX_BYTES")
+    # A file larger than this is split into row-aligned parts, each its own job (files/parts).
+    # Unset: 4 GiB, or the single-PUT limit if that is lower.
+    part_max_bytes: int | None = Field(default=None, ge=PART_MIN_BYTES, alias="INTAKE_PART_MAX_BYTES")
+    part_workers: int = Field(default=4, ge=1, le=1000, alias="INTAKE_PART_WORKERS")
     max_jobs_per_file: int = Field(default=3, ge=1, le=10, alias="INTAKE_MAX_JOBS_PER_FILE")
     chunk_bytes: int = Field(default=DEFAULT_CHUNK_BYTES, ge=64 * 1024, alias="INTAKE_CHUNK_BYTES")
     read_ahead_bytes: int = Field(default=DEFAULT_READ_AHEAD_BYTES, ge=0, alias="INTAKE_READ_AHEAD_BYTES")
@@ -99,6 +124,20 @@ class IntakeSettings(BaseModel):
     queue_max_seconds: float = Field(default=IMPORT_QUEUE_MAX_SECONDS, gt=0, alias="IMPORT_QUEUE_MAX_SECONDS")
     # The import queue's table, where the newest version of each key is recorded (unset: no check).
     queue_table: str | None = Field(default=None, min_length=3, alias="IMPORT_QUEUE_TABLE")
+
+    @model_validator(mode="after")
+    def _part_fits_one_put(self) -> IntakeSettings:
+        if self.part_max_bytes is not None and self.part_max_bytes > self.single_put_max_bytes:
+            raise ValueError(
+                f"INTAKE_PART_MAX_BYTES ({self.part_max_bytes}) is above the single-PUT limit "
+                f"({self.single_put_max_bytes} bytes): a part must fit one upload"
+            )
+        return self
+
+    @property
+    def part_size(self) -> int:
+        """The most bytes one job takes: larger files are split into parts of at most this."""
+        return self.part_max_bytes or min(PART_MAX_BYTES, self.single_put_max_bytes)
 
     def poll(self) -> PollSettings:
         return PollSettings(
@@ -234,13 +273,17 @@ class Intake:
         )
         try:
             folder = folder_of(dropped.key)
+            if is_manifest_key(dropped.key) or is_success_marker(dropped.key):
+                config = load_config(self.s3, dropped.bucket, folder)
+                if config.wait_for is not None:
+                    return self._load_export(file, folder, config, received)
             fmt = self._format(file.summary["fileName"])
             head = self._head(dropped.bucket, dropped.key, file.version_id)
             file.version_id = _clean_version(head.get("VersionId")) or file.version_id
             file.etag = str(head.get("ETag") or dropped.etag or "").strip('"') or None
             size = int(head["ContentLength"])
             file.summary.update(versionId=file.version_id, etag=file.etag, size=size)
-            self._check_size(size)
+            split = self._check_size(size, fmt)
             options = resolve_options(
                 load_config(self.s3, dropped.bucket, folder), head.get("Metadata") or {}
             )
@@ -262,6 +305,8 @@ class Intake:
             return self._aws_failure(file, exc, "read the object or its config")
 
         object_name = options.object_name or folder
+        if options.wait_for is not None:
+            return self._hold(file, options, object_name)
         name = execution_name(dropped.bucket, dropped.key, file.version_id, file.etag)
         file.summary.update(
             objectName=object_name,
@@ -287,6 +332,11 @@ class Intake:
             return self._aws_failure(file, cause, "record the version")
         if newer:
             return self._superseded(file, newer)
+
+        if split:
+            return self._hand_off_split(
+                file, source=source, options=options, object_name=object_name, received=received, name=name
+            )
 
         request = ImportJobInit(
             object_name=object_name,
@@ -364,6 +414,152 @@ class Intake:
             abandoned_job_ids=file.abandoned,
         )
 
+    # Warehouse exports ------------------------------------------------------------------------
+
+    def _hold(self, file: _File, options: FileOptions, object_name: str) -> IntakeOutcome:
+        """A data file in a ``waitFor`` folder: imported with its manifest or ``_SUCCESS``, never alone."""
+        marker = (
+            "a manifest naming it" if options.wait_for == "manifest" else "a _SUCCESS marker in its folder"
+        )
+        file.summary.update(
+            outcome="waiting",
+            waitingFor=options.wait_for,
+            objectName=object_name,
+            message=(
+                f"Held, not imported: config/{folder_of(file.dropped.key)}.json says waitFor "
+                f"{options.wait_for!r}, so this file is imported with the rest of its export when {marker} "
+                "lands (that load's summary lists it)."
+            ),
+        )
+        self._report(file, tag=True)
+        return IntakeOutcome("waiting", file.summary)
+
+    def _load_export(
+        self, file: _File, folder: str, config: FileOptions, received: datetime
+    ) -> IntakeOutcome:
+        """A manifest or ``_SUCCESS`` marker in a ``waitFor`` folder: hand off all its parts as one load."""
+        dropped = file.dropped
+        kind = "_SUCCESS" if is_success_marker(dropped.key) else "manifest"
+        if kind != config.wait_for:
+            return self._refuse(
+                file,
+                Refusal(
+                    "UNSUPPORTED_FORMAT",
+                    f"config/{folder}.json waits for {config.wait_for!r}, and this key is a {kind}; "
+                    "it is not imported",
+                ),
+                tag=True,
+            )
+        try:
+            head = self._head(dropped.bucket, dropped.key, file.version_id)
+            file.version_id = _clean_version(head.get("VersionId")) or file.version_id
+            file.etag = str(head.get("ETag") or dropped.etag or "").strip('"') or None
+            size = max(int(head["ContentLength"]), 1)
+            options = resolve_options(config, head.get("Metadata") or {})
+            probe = SourceObject(
+                bucket=dropped.bucket, key=dropped.key, version_id=file.version_id, size=size, format="csv"
+            )
+            entries = (
+                read_manifest(self.s3, probe)
+                if kind == "manifest"
+                else success_folder_entries(self.s3, dropped.bucket, dropped.key)
+            )
+            fmt = detect_format(entries[0].key)
+            if fmt is None:
+                raise Refusal(
+                    "MANIFEST_INVALID",
+                    f"part {entries[0].key} has no supported extension; unload with one (Redshift: EXTENSION 'csv')",
+                )
+        except Refusal as refusal:
+            return self._refuse(file, refusal, tag=refusal.code != "OBJECT_GONE")
+        except PartsError as exc:
+            return self._refuse(file, Refusal(exc.code, exc.message), tag=True)
+        except (ClientError, BotoCoreError) as exc:
+            return self._aws_failure(file, exc, "read the manifest")
+        source = SourceObject(
+            bucket=dropped.bucket,
+            key=dropped.key,
+            version_id=file.version_id,
+            etag=file.etag,
+            size=size,
+            format=fmt.format,
+            compression=fmt.compression,
+            sequencer=dropped.sequencer,
+            event_time=_event_time(dropped.event_time) or received,
+        )
+        object_name = options.object_name or folder
+        name = execution_name(dropped.bucket, dropped.key, file.version_id, file.etag)
+        file.summary.update(objectName=object_name, format=fmt.format, executionName=name, parts=len(entries))
+        try:
+            if self._execution_exists(self._execution_arn(name)):
+                return IntakeOutcome("duplicate", file.summary)
+        except (ClientError, BotoCoreError) as exc:
+            return self._aws_failure(file, exc, "check for a previous hand-off")
+        return self._hand_off_split(
+            file,
+            source=source,
+            options=options,
+            object_name=object_name,
+            received=received,
+            name=name,
+            manifest=kind,
+        )
+
+    # Split files ------------------------------------------------------------------------------
+
+    def _hand_off_split(
+        self,
+        file: _File,
+        *,
+        source: SourceObject,
+        options: FileOptions,
+        object_name: str,
+        received: datetime,
+        name: str,
+        manifest: Literal["manifest", "_SUCCESS"] | None = None,
+    ) -> IntakeOutcome:
+        """A file over the part size (or an export's manifest): the state machine plans, uploads and
+        imports its parts."""
+        run = SplitRun(
+            object_name=object_name,
+            source=source,
+            options=options,
+            poll=self.settings.poll(),
+            intake=IntakeRecord(received_at=received),
+            part_max_bytes=self.settings.part_size,
+            workers=self.settings.part_workers,
+            execution_name=name,
+            manifest=manifest,
+        )
+        try:
+            started = self.sfn.start_execution(
+                stateMachineArn=self.settings.state_machine_arn,
+                name=name,
+                input=json.dumps({"split": run.wire()}, separators=(",", ":")),
+            )
+        except self.sfn.exceptions.ExecutionAlreadyExists:
+            logger.info("a concurrent delivery of this event already started %s; duplicate ignored", name)
+            return IntakeOutcome("duplicate", file.summary)
+        except ClientError as exc:
+            return self._aws_failure(file, exc, "start the import state machine")
+        file.summary.update(
+            outcome="splitting",
+            message=(
+                f"The {manifest} names the parts of one export: they load as one, in as few jobs as fit "
+                f"under the part size of {self.settings.part_size} bytes. This summary is replaced by one "
+                "listing the jobs when they are done."
+                if manifest
+                else f"The file has {source.size} bytes, over the part size of {self.settings.part_size} "
+                "bytes: it is being cut into row-aligned parts, each uploaded and imported as its own job. "
+                "This summary is replaced by one listing the parts when they are done."
+            ),
+            partMaxBytes=self.settings.part_size,
+            executionArn=started["executionArn"],
+        )
+        self._report(file, tag=True)
+        logger.info("file over the part size: split import handed off", extra={"execution_name": name})
+        return IntakeOutcome("splitting", file.summary)
+
     # Checks -----------------------------------------------------------------------------------
 
     @staticmethod
@@ -388,16 +584,22 @@ class Intake:
                 ) from None
             raise
 
-    def _check_size(self, size: int) -> None:
+    def _check_size(self, size: int, fmt: FileFormat) -> bool:
+        """Whether the file is split into parts; refuses what cannot be imported at its size."""
         if size == 0:
             raise Refusal("EMPTY_OBJECT", "the object is empty (0 bytes)")
-        limit = self.settings.single_put_max_bytes
-        if size > limit:
+        if size > IMPORT_MAX_FILE_BYTES:
             raise Refusal(
                 "TOO_LARGE",
-                f"the object has {size} bytes, over the upload slot's single-PUT limit of {limit} bytes; "
-                "split it into smaller files",
+                f"the object has {size} bytes, over the API's maximum file size of {IMPORT_MAX_FILE_BYTES} "
+                "bytes; split it into smaller files",
             )
+        part_max = self.settings.part_size
+        if size <= part_max:
+            return False
+        if fmt.compression == "gzip":
+            raise Refusal("GZIP_TOO_LARGE", gzip_refusal(size, part_max))
+        return True
 
     def _check_header(self, source: SourceObject) -> None:
         """Refuse a header that names a column twice before any job exists (one small ranged GET).

@@ -18,7 +18,9 @@ INCOMING_PREFIX = "incoming/"
 CONFIG_PREFIX = "config/"
 RESULTS_PREFIX = "results/"
 S3_KEY_MAX_BYTES = 1024
-_LONGEST_SUFFIX = ".errors.jsonl"
+# The longest suffix a results key gets: a part's errors file (``.parts/<5 digits>.errors.jsonl``).
+_LONGEST_SUFFIX = ".parts/00000.errors.jsonl"
+_ERRORS_SUFFIX = ".errors.jsonl"
 
 
 def object_name_from_key(key: str) -> str | None:
@@ -39,7 +41,7 @@ def results_stem(source_key: str) -> str:
     S3 keys are at most 1,024 bytes (UTF-8), and a source key may use them all. When the longest
     results key (``.errors.jsonl``) would not fit, the stem is the key's first bytes (cut on a
     character boundary) plus ``~`` and 16 hex digits of the SHA-256 of the whole key, so both results
-    files fit and keep their place in a listing; the summary's ``key`` field holds the full source key.
+    files (and a split file's part results) fit and keep their place in a listing; the summary's ``key`` field holds the full source key.
 
     >>> results_stem("incoming/contacts/a.csv")
     'results/incoming/contacts/a.csv'
@@ -72,4 +74,40 @@ def version_result_key(source_key: str, version: str) -> str:
 
 def errors_key(source_key: str) -> str:
     """The rejected rows of one source file: ``results/<original key>.errors.jsonl``."""
-    return f"{results_stem(source_key)}{_LONGEST_SUFFIX}"
+    return f"{results_stem(source_key)}{_ERRORS_SUFFIX}"
+
+
+def parts_prefix(source_key: str) -> str:
+    """Where a split file's plan and parts' own results live: ``results/<key>.parts/``.
+
+    >>> parts_prefix("incoming/contacts/big.csv")
+    'results/incoming/contacts/big.csv.parts/'
+    >>> part_result_key("incoming/contacts/big.csv", 2), part_errors_key("incoming/contacts/big.csv", 2)[-25:]
+    ('results/incoming/contacts/big.csv.parts/00002.json', '.parts/00002.errors.jsonl')
+    """
+    return f"{results_stem(source_key)}.parts/"
+
+
+def plan_key(source_key: str) -> str:
+    """The split plan: every part's byte ranges, size and rows."""
+    return f"{parts_prefix(source_key)}plan.json"
+
+
+def part_items_key(source_key: str) -> str:
+    """The parts' indexes as a JSON array: what the state machine's Map states read."""
+    return f"{parts_prefix(source_key)}items.json"
+
+
+def part_result_key(source_key: str, index: int) -> str:
+    """One part's own summary (its import job), combined into ``results/<key>.json`` at the end."""
+    return f"{parts_prefix(source_key)}{index:05d}.json"
+
+
+def part_upload_key(source_key: str, index: int) -> str:
+    """What a part's worker uploaded: its job id, bytes and timings."""
+    return f"{parts_prefix(source_key)}{index:05d}.upload.json"
+
+
+def part_errors_key(source_key: str, index: int) -> str:
+    """One part's rejected rows (its job's numbering), renumbered into the file's errors file."""
+    return f"{parts_prefix(source_key)}{index:05d}{_ERRORS_SUFFIX}"

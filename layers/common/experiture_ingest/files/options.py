@@ -13,7 +13,7 @@ The document uses the API's own camelCase names, so a user can copy them from th
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import ConfigDict, Field, model_validator
 
@@ -32,6 +32,9 @@ class FileOptions(ListOptions, MappingFields):
         default=None,
         description="Let jobs of this folder run together (only when their keys never overlap, guide 003)",
     )
+    # A warehouse export loads as one: files are held until a manifest (Redshift UNLOAD) or a
+    # _SUCCESS marker (Spark, Glue, Athena) lands, then all its parts load together (files/parts).
+    wait_for: Literal["manifest", "_SUCCESS"] | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> FileOptions:

@@ -219,3 +219,241 @@ class _Reader:
             raise ParquetFooterError(f"unknown Thrift type {kind} in the Parquet footer")
         if self.pos > len(self.data):
             raise IndexError("value runs past the end")
+
+
+# Writing: part files from row groups ----------------------------------------------------------------
+#
+# A part is ``PAR1`` + the byte ranges of whole row groups, copied unchanged, + a rewritten footer:
+# the source's ``FileMetaData`` with only those row groups, every file offset shifted to where the
+# bytes now sit, ``num_rows`` summed, and the page-index and bloom-filter offsets dropped (they point
+# at bytes outside the copied ranges; readers then simply do not use them). Every other field is
+# copied byte for byte, so schema, key-value metadata (pyarrow's ARROW:schema) and statistics stay.
+
+
+@dataclass(frozen=True)
+class RowGroup:
+    """One row group: its rows and the byte range ``[start, end)`` its column chunks occupy."""
+
+    index: int
+    rows: int
+    start: int
+    end: int
+
+    @property
+    def size(self) -> int:
+        return self.end - self.start
+
+
+@dataclass(frozen=True)
+class FooterPiece:
+    """Row groups ``indices`` (consecutive) of one source's footer, now starting at ``new_start``."""
+
+    metadata: bytes
+    indices: tuple[int, ...]
+    new_start: int
+
+
+def _i64(value: int) -> bytes:
+    return _varint((value << 1) ^ (value >> 63))
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def _struct_fields(data: bytes) -> list[tuple[int, int, bytes]]:
+    """A serialized struct as ``(field id, type, value bytes)`` (a bool's value is in its type)."""
+    reader = _Reader(data)
+    fields: list[tuple[int, int, bytes]] = []
+    for field_id, kind in reader.fields():
+        start = reader.pos
+        reader.skip(kind)
+        fields.append((field_id, kind, data[start : reader.pos]))
+    return fields
+
+
+def _write_struct(fields: list[tuple[int, int, bytes]]) -> bytes:
+    out = bytearray()
+    last = 0
+    for field_id, kind, value in sorted(fields, key=lambda f: f[0]):
+        delta = field_id - last
+        if 0 < delta <= 15:
+            out.append((delta << 4) | kind)
+        else:
+            out.append(kind)
+            out += _varint((field_id << 1) ^ (field_id >> 15))
+        out += value
+        last = field_id
+    out.append(_STOP)
+    return bytes(out)
+
+
+def _list_items(value: bytes) -> tuple[int, list[bytes]]:
+    reader = _Reader(value)
+    size, kind = reader.list_header()
+    items = []
+    for _ in range(size):
+        start = reader.pos
+        reader.skip(kind)
+        items.append(value[start : reader.pos])
+    return kind, items
+
+
+def _write_list(kind: int, items: list[bytes]) -> bytes:
+    header = (
+        bytes([(len(items) << 4) | kind]) if len(items) < 15 else bytes([0xF0 | kind]) + _varint(len(items))
+    )
+    return header + b"".join(items)
+
+
+def _int_value(value: bytes) -> int:
+    return _Reader(value).varint_signed()
+
+
+def _metadata_fields(metadata: bytes) -> list[tuple[int, int, bytes]]:
+    try:
+        fields = _struct_fields(metadata)
+    except (IndexError, UnicodeDecodeError) as exc:
+        raise ParquetFooterError(
+            f"the Parquet footer is truncated or corrupt ({type(exc).__name__})"
+        ) from None
+    if any(field_id in (8, 9) for field_id, _, _ in fields):
+        raise ParquetFooterError("encrypted Parquet files cannot be split")
+    return fields
+
+
+def _row_group_items(fields: list[tuple[int, int, bytes]]) -> list[bytes]:
+    for field_id, kind, value in fields:
+        if field_id == 4 and kind == _LIST:
+            return _list_items(value)[1]
+    return []
+
+
+def _chunk_range(chunk: bytes) -> tuple[int, int]:
+    """The ``[start, end)`` bytes of one column chunk, from its ColumnMetaData."""
+    meta = None
+    for field_id, kind, value in _struct_fields(chunk):
+        if field_id == 1 and kind == _BINARY:
+            raise ParquetFooterError("the Parquet file keeps column data in other files (file_path)")
+        if field_id == 3 and kind == _STRUCT:
+            meta = {fid: v for fid, k, v in _struct_fields(value) if k in (_I32, _I64)}
+    if meta is None or 9 not in meta or 7 not in meta:
+        raise ParquetFooterError("a Parquet column chunk has no metadata")
+    start = _int_value(meta[9])
+    if 11 in meta and 0 < _int_value(meta[11]) < start:
+        start = _int_value(meta[11])
+    return start, start + _int_value(meta[7])
+
+
+def row_groups(metadata: bytes) -> list[RowGroup]:
+    """The row groups of serialized ``FileMetaData``, with their rows and byte ranges."""
+    groups = []
+    try:
+        for index, item in enumerate(_row_group_items(_metadata_fields(metadata))):
+            rows = 0
+            ranges = []
+            for field_id, kind, value in _struct_fields(item):
+                if field_id == 3 and kind == _I64:
+                    rows = _int_value(value)
+                elif field_id == 1 and kind == _LIST:
+                    ranges = [_chunk_range(chunk) for chunk in _list_items(value)[1]]
+            if not ranges:
+                raise ParquetFooterError(f"row group {index} has no column chunks")
+            groups.append(RowGroup(index, rows, min(r[0] for r in ranges), max(r[1] for r in ranges)))
+    except (IndexError, UnicodeDecodeError) as exc:
+        raise ParquetFooterError(
+            f"the Parquet footer is truncated or corrupt ({type(exc).__name__})"
+        ) from None
+    return groups
+
+
+def schema_bytes(metadata: bytes) -> bytes:
+    """The serialized schema (field 2): two files can share a part only when theirs are equal."""
+    for field_id, kind, value in _metadata_fields(metadata):
+        if field_id == 2 and kind == _LIST:
+            return value
+    raise ParquetFooterError("the Parquet footer has no schema")
+
+
+def _shift(value: bytes, delta: int) -> bytes:
+    return _i64(_int_value(value) + delta)
+
+
+_DROPPED_CHUNK_FIELDS = frozenset({4, 5, 6, 7})  # offset index and column index (page index)
+_DROPPED_META_FIELDS = frozenset({14, 15})  # bloom filter offset and length
+_SHIFTED_META_FIELDS = frozenset({9, 10, 11})  # data, index and dictionary page offsets
+
+
+def _rewrite_chunk(chunk: bytes, delta: int) -> bytes:
+    fields = []
+    for field_id, kind, raw in _struct_fields(chunk):
+        if field_id in _DROPPED_CHUNK_FIELDS:
+            continue
+        value = raw
+        if field_id == 2 and kind == _I64:
+            value = _shift(raw, delta)
+        elif field_id == 3 and kind == _STRUCT:
+            meta = [
+                (fid, k, _shift(v, delta) if fid in _SHIFTED_META_FIELDS and k == _I64 else v)
+                for fid, k, v in _struct_fields(raw)
+                if fid not in _DROPPED_META_FIELDS
+            ]
+            value = _write_struct(meta)
+        fields.append((field_id, kind, value))
+    return _write_struct(fields)
+
+
+def _rewrite_group(item: bytes, delta: int, ordinal: int) -> bytes:
+    fields = []
+    for field_id, kind, raw in _struct_fields(item):
+        value = raw
+        if field_id == 1 and kind == _LIST:
+            chunk_kind, chunks = _list_items(raw)
+            value = _write_list(chunk_kind, [_rewrite_chunk(chunk, delta) for chunk in chunks])
+        elif field_id == 5 and kind == _I64:
+            value = _shift(raw, delta)
+        elif field_id == 7 and kind == _I16:
+            value = _varint((ordinal << 1) ^ (ordinal >> 15))
+        fields.append((field_id, kind, value))
+    return _write_struct(fields)
+
+
+def part_footer(pieces: list[FooterPiece]) -> bytes:
+    """The footer of a part made of ``pieces`` (schema and metadata from the first), with its trailer.
+
+    Each piece's row groups must be consecutive in its source and are copied as one byte range
+    starting at the first group's start; ``new_start`` is where that range now begins in the part.
+    """
+    if not pieces:
+        raise ParquetFooterError("a part needs at least one row group")
+    first = _metadata_fields(pieces[0].metadata)
+    schema = schema_bytes(pieces[0].metadata)
+    groups: list[bytes] = []
+    rows = 0
+    for piece in pieces:
+        if schema_bytes(piece.metadata) != schema:
+            raise ParquetFooterError("the Parquet files do not share one schema")
+        all_groups = row_groups(piece.metadata)
+        items = _row_group_items(_metadata_fields(piece.metadata))
+        delta = piece.new_start - all_groups[piece.indices[0]].start
+        for index in piece.indices:
+            groups.append(_rewrite_group(items[index], delta, len(groups)))
+            rows += all_groups[index].rows
+    fields = []
+    for field_id, kind, raw in first:
+        value = raw
+        if field_id == 3 and kind == _I64:
+            value = _i64(rows)
+        elif field_id == 4 and kind == _LIST:
+            value = _write_list(_STRUCT, groups)
+        fields.append((field_id, kind, value))
+    metadata = _write_struct(fields)
+    return metadata + len(metadata).to_bytes(4, "little") + MAGIC

@@ -1,0 +1,318 @@
+"""Files over the part size, end to end: intake -> the real state machine's split branch (plan,
+Distributed Map of upload workers, part imports one after the other as child runs) -> one summary.
+
+The part size is lowered to its minimum (1 MiB) so a few-MiB file splits into several parts.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+import os
+import random
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from cli.local_aws import LocalAws
+from experiture_ingest.files.layout import errors_key, plan_key, result_key
+from sandbox.testing import SandboxHandle
+
+BUCKET = "ingest-split"
+MIB = 1024 * 1024
+
+
+@pytest.fixture
+def aws(sandbox: SandboxHandle) -> Iterator[LocalAws]:
+    env = {
+        "EXPERITURE_API_URL": sandbox.base_url,
+        "EXPERITURE_API_TOKEN": sandbox.token,
+        "INTAKE_PART_MAX_BYTES": str(MIB),
+        "INTAKE_PART_WORKERS": "3",
+        "IMPORT_POLL_INITIAL_SECONDS": "1",
+        "IMPORT_POLL_FACTOR": "1",
+        "IMPORT_POLL_MAX_SECONDS": "1",
+    }
+    with LocalAws(env=env) as local:
+        local.s3.create_bucket(Bucket=BUCKET)
+        local.s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
+        yield local
+
+
+def _contacts_csv(rows: int, bad_every: int, seed: int = 11) -> tuple[bytes, set[int], list[str]]:
+    """A CSV with quoted multi-line fields and scattered bad emails: (bytes, bad row numbers, good emails)."""
+    rng = random.Random(seed)
+    out = io.StringIO(newline="")
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(["email", "first_name", "city"])
+    bad: set[int] = set()
+    good: list[str] = []
+    for n in range(1, rows + 1):
+        if n % bad_every == 0 or rng.random() < 0.002:
+            email = f"not-an-email-{n}"
+            bad.add(n)
+        else:
+            email = f"user{n}@example.com"
+            good.append(email)
+        city = rng.choice(["Paris", 'Saint-"Denis"', "Oslo\nNorway", "Lima, Peru", "x" * 300])
+        writer.writerow([email, f"Name {n}", city])
+    return out.getvalue().encode(), bad, good
+
+
+def _direct_parse_bad_rows(data: bytes) -> set[int]:
+    reader = csv.DictReader(io.StringIO(data.decode(), newline=""))
+    return {n for n, row in enumerate(reader, start=1) if "@" not in row["email"]}
+
+
+def _summary(aws: LocalAws, key: str) -> dict[str, Any]:
+    return json.loads(aws.s3.get_object(Bucket=BUCKET, Key=result_key(key))["Body"].read())
+
+
+def _errors(aws: LocalAws, key: str) -> list[dict[str, Any]]:
+    raw = aws.s3.get_object(Bucket=BUCKET, Key=errors_key(key))["Body"].read()
+    return [json.loads(line) for line in raw.splitlines() if line.strip()]
+
+
+def _run(aws: LocalAws, key: str, body: bytes, timeout: float = 180.0) -> dict[str, Any]:
+    answer = aws.drop(BUCKET, key, body)
+    assert answer["files"][0]["outcome"] == "splitting", answer
+    done = aws.wait(_summary(aws, key)["executionArn"], timeout)
+    summary = _summary(aws, key)
+    summary["_status"] = done.status
+    return summary
+
+
+def test_a_csv_over_the_part_size_lands_every_good_row_once_and_reports_bad_rows_by_original_number(
+    aws: LocalAws, sandbox: SandboxHandle
+) -> None:
+    # Given a ~3.5 MiB CSV (multi-line quoted fields, scattered bad rows) and parts of 1 MiB
+    data, bad, good = _contacts_csv(40_000, bad_every=397)
+    assert _direct_parse_bad_rows(data) == bad
+    key = "incoming/contacts/big.csv"
+    # When it is dropped
+    summary = _run(aws, key, data)
+    # Then it was cut into parts, each its own job, each starting with the header
+    assert summary["_status"] == "SUCCEEDED", summary
+    assert summary["outcome"] == "completed_with_errors"
+    parts = summary["parts"]
+    assert len(parts) == summary["split"]["parts"] >= 4
+    assert [p["index"] for p in parts] == list(range(1, len(parts) + 1))
+    assert all(p["outcome"] == "completed_with_errors" or p["outcome"] == "completed" for p in parts)
+    for part in parts:
+        uploaded = sandbox.admin.upload_bytes(part["jobId"])
+        assert uploaded.startswith(b"email,first_name,city\r\n") and uploaded.endswith(b"\r\n")
+        assert len(uploaded) == part["bytes"] <= MIB
+    assert sum(p["rows"] for p in parts) == 40_000
+    # And every good row landed exactly once
+    emails = [r["email"] for r in sandbox.admin.records("contacts")]
+    assert sorted(emails) == sorted(good) and len(set(emails)) == len(emails)
+    # And the errors file lists exactly the bad rows, numbered as in the original file
+    errors = _errors(aws, key)
+    assert sorted(e["rowNumber"] for e in errors) == sorted(bad)
+    assert all(e["sourceRow"]["email"] == f"not-an-email-{e['rowNumber']}" for e in errors)
+    assert summary["metrics"]["rowsRejected"] == len(bad) and summary["metrics"]["readRows"] == 40_000
+    # And the parts imported one after the other, in order, each through the import queue (its run
+    # waited for a start slot in Enqueue and gave it back), and no slot is left held
+    jobs = {j["jobId"]: j for j in sandbox.admin.import_jobs()}
+    started = [jobs[p["jobId"]]["startedAt"] for p in parts]
+    assert started == sorted(started)
+    children = [e for e in aws.executions() if "-p0" in e["name"]]
+    assert len(children) == len(parts)
+    for child in children:
+        entered = [
+            e["stateEnteredEventDetails"]["name"]
+            for e in aws.history(child["executionArn"])
+            if e["type"].endswith("StateEntered")
+        ]
+        assert "Enqueue" in entered and "ReleaseAfterImport" in entered, entered
+    assert aws.queue() == []
+    # And the plan is there for the user to read
+    plan = json.loads(aws.s3.get_object(Bucket=BUCKET, Key=plan_key(key))["Body"].read())
+    assert len(plan["parts"]) == len(parts)
+
+
+def test_a_jsonl_file_over_the_part_size_is_cut_on_lines(aws: LocalAws, sandbox: SandboxHandle) -> None:
+    # Given ~2.5 MiB of JSONL with some rows whose email is invalid
+    lines, bad = [], set()
+    for n in range(1, 20_001):
+        email = f"j{n}@example.com" if n % 501 else f"bad-{n}"
+        if "@" not in email:
+            bad.add(n)
+        lines.append(json.dumps({"email": email, "first_name": f"N{n}", "city": "Oslo " * (n % 20)}))
+    data = ("\n".join(lines) + "\n").encode()
+    key = "incoming/contacts/big.jsonl"
+    # When it is dropped with 1 MiB parts
+    summary = _run(aws, key, data)
+    # Then every part ends on a line, every good row landed once, the bad rows keep their numbers
+    assert summary["_status"] == "SUCCEEDED", summary
+    assert len(summary["parts"]) >= 3
+    for part in summary["parts"]:
+        uploaded = sandbox.admin.upload_bytes(part["jobId"])
+        assert uploaded.endswith(b"\n") and all(json.loads(x) for x in uploaded.splitlines())
+    emails = [r["email"] for r in sandbox.admin.records("contacts")]
+    assert len(emails) == len(set(emails)) == 20_000 - len(bad)
+    assert sorted(e["rowNumber"] for e in _errors(aws, key)) == sorted(bad)
+
+
+def test_a_parquet_file_over_the_part_size_is_cut_into_valid_parquet_parts(
+    aws: LocalAws, sandbox: SandboxHandle
+) -> None:
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    # Given ~3 MiB of Parquet in many row groups, some rows with an invalid email
+    rng = random.Random(5)
+    n_rows = 30_000
+    emails = [f"p{n}@example.com" if n % 703 else f"bad-{n}" for n in range(1, n_rows + 1)]
+    bad = {n for n in range(1, n_rows + 1) if n % 703 == 0}
+    noise = ["".join(rng.choice("abcdefghij") for _ in range(80)) for _ in range(n_rows)]
+    table = pa.table({"email": emails, "first_name": noise})
+    buf = io.BytesIO()
+    pq.write_table(table, buf, row_group_size=2_000, compression="none")
+    data = buf.getvalue()
+    assert len(data) > 2 * MIB
+    key = "incoming/contacts/big.parquet"
+    # When it is dropped with 1 MiB parts
+    summary = _run(aws, key, data)
+    # Then every part is a Parquet file pyarrow reads, holding whole row groups, rows in order
+    assert summary["_status"] == "SUCCEEDED", summary
+    parts = summary["parts"]
+    assert len(parts) >= 3
+    read_back = []
+    for part in parts:
+        part_table = pq.read_table(io.BytesIO(sandbox.admin.upload_bytes(part["jobId"])))
+        assert part_table.num_rows == part["rows"]
+        read_back.append(part_table)
+    assert pa.concat_tables(read_back).equals(table)
+    # And every good row landed once; the errors file numbers rows as in the original file
+    landed = [r["email"] for r in sandbox.admin.records("contacts")]
+    assert sorted(landed) == sorted(e for e in emails if "@" in e)
+    assert sorted(e["rowNumber"] for e in _errors(aws, key)) == sorted(bad)
+
+
+def test_a_failed_part_makes_the_file_partially_failed_naming_its_rows_and_a_redrop_imports_nothing_twice(
+    aws: LocalAws, sandbox: SandboxHandle
+) -> None:
+    # Given a CSV of several parts, and a workspace that fails the first import started (part 1)
+    data, _, _ = _contacts_csv(30_000, bad_every=10**9)
+    key = "incoming/contacts/half.csv"
+    sandbox.admin.fail_next_jobs("import", times=1, error_message="CDP_ETL.IMPORT.PROCESSING_FAILED: boom")
+    # When it is dropped
+    summary = _run(aws, key, data)
+    # Then the file is partially_failed, and names the rows of the part that did not land
+    assert summary["_status"] == "FAILED"
+    assert summary["outcome"] == "partially_failed"
+    first, *rest = summary["parts"]
+    assert first["outcome"] == "failed"
+    assert all(p["outcome"] in ("completed", "completed_with_errors") for p in rest)
+    (failed,) = summary["failedRowRanges"]
+    assert (failed["part"], failed["firstRowNumber"], failed["lastRowNumber"]) == (1, 1, first["rows"])
+    assert failed["sourceBytes"]["start"] == 0 and failed["sourceBytes"]["end"] > 0
+    assert f"rows 1-{first['rows']}" in summary["message"]
+    landed = len(sandbox.admin.records("contacts"))
+    assert landed == sum(p["rowsImported"] for p in rest) == summary["metrics"]["rowsImported"]
+    assert sum(p["rows"] for p in rest) == 30_000 - first["rows"]
+    jobs_before = len(sandbox.admin.import_jobs())
+
+    # When the same version's event is delivered again, and the split flow is run again by hand
+    put = aws.s3.head_object(Bucket=BUCKET, Key=key)
+    from cli.local_aws import s3_event
+
+    again = aws.invoke(
+        "IntakeFunction", s3_event(BUCKET, key, len(data), put["ETag"].strip('"'), put.get("VersionId"))
+    )
+    handed = json.loads(
+        aws.sfn.describe_execution(
+            executionArn=next(e for e in aws.executions() if "-p0" not in e["name"])["executionArn"]
+        )["input"]
+    )
+    rerun = aws.start(handed, name="rerun-of-the-split")
+    aws.wait(rerun, 120)
+    # Then nothing is imported twice: no new job, the same records
+    assert again["files"][0]["outcome"] == "duplicate"
+    assert len(sandbox.admin.import_jobs()) == jobs_before
+    assert len(sandbox.admin.records("contacts")) == landed
+
+
+def test_a_gzip_file_over_the_part_size_is_refused_with_its_size_and_the_fix(
+    aws: LocalAws, sandbox: SandboxHandle
+) -> None:
+    # Given a gzip CSV larger than a 1 MiB part (it cannot be cut without inflating all of it)
+    data, _, _ = _contacts_csv(40_000, bad_every=397)
+    body = gzip.compress(data + os.urandom(MIB).hex().encode(), compresslevel=1)
+    assert len(body) > MIB
+    key = "incoming/contacts/big.csv.gz"
+    # When it is dropped
+    answer = aws.drop(BUCKET, key, body)
+    # Then it is refused before any job or execution, naming its size, the part size and the fix
+    assert answer["files"][0]["outcome"] == "refused"
+    summary = _summary(aws, key)
+    assert summary["reason"]["code"] == "GZIP_TOO_LARGE"
+    assert (
+        f"{len(body)} bytes" in summary["reason"]["message"]
+        and f"{MIB} bytes" in summary["reason"]["message"]
+    )
+    assert "Split the data before compressing" in summary["reason"]["message"]
+    assert sandbox.admin.import_jobs() == [] and aws.executions() == []
+
+
+@pytest.mark.slow
+def test_a_csv_of_several_hundred_mb_splits_and_lands_every_good_row_once(sandbox: SandboxHandle) -> None:
+    # Given a ~300 MB CSV (quoted multi-line fields, scattered bad rows) and 64 MiB parts
+    rng = random.Random(3)
+    out = io.BytesIO()
+    out.write(b"email,first_name,city\r\n")
+    bad: set[int] = set()
+    good = 0
+    pad = "y" * 250
+    n = 0
+    while out.tell() < 300 * 10**6:
+        n += 1
+        if rng.random() < 0.001:
+            bad.add(n)
+            email = f"not-an-email-{n}"
+        else:
+            good += 1
+            email = f"u{n}@example.com"
+        city = '"Oslo\nNorway"' if n % 7 == 0 else f'"{pad} ""{n}"""'
+        out.write(f"{email},Name {n},{city}\r\n".encode())
+    data = out.getvalue()
+    assert _direct_parse_bad_rows(data) == bad
+    env = {
+        "EXPERITURE_API_URL": sandbox.base_url,
+        "EXPERITURE_API_TOKEN": sandbox.token,
+        "INTAKE_PART_MAX_BYTES": str(64 * MIB),
+        "IMPORT_POLL_INITIAL_SECONDS": "1",
+        "IMPORT_POLL_FACTOR": "1",
+        "IMPORT_POLL_MAX_SECONDS": "2",
+    }
+    with LocalAws(env=env) as aws:
+        aws.s3.create_bucket(Bucket=BUCKET)
+        aws.s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
+        key = "incoming/contacts/several-hundred-mb.csv"
+        # When it is dropped
+        summary = _run(aws, key, data, timeout=3600)
+        # Then every part starts with the header and ends on a record boundary
+        assert summary["_status"] == "SUCCEEDED", summary
+        parts = summary["parts"]
+        assert len(parts) == 5 and sum(p["rows"] for p in parts) == n
+        for part in parts:
+            uploaded = sandbox.admin.upload_bytes(part["jobId"])
+            assert uploaded.startswith(b"email,first_name,city\r\n") and uploaded.endswith(b'"\r\n')
+            assert len(uploaded) <= 64 * MIB
+        # And every good row landed exactly once, and the errors file holds exactly the bad rows
+        emails = _all_emails(sandbox)
+        assert len(emails) == len(set(emails)) == good
+        assert sorted(e["rowNumber"] for e in _errors(aws, key)) == sorted(bad)
+
+
+def _all_emails(sandbox: SandboxHandle, page: int = 100_000) -> list[str]:
+    """Every stored contact's email (the admin endpoint answers in pages of at most 100,000)."""
+    emails: list[str] = []
+    while True:
+        rows = sandbox.admin._get("/objects/contacts/records", limit=page, offset=len(emails))["records"]
+        emails += [row["data"]["email"] for row in rows]
+        if len(rows) < page:
+            return emails
