@@ -80,27 +80,29 @@ def quiet_chatty_libraries() -> None:
             library.setLevel(logging.INFO)
 
 
+# The metrics of one HTTP answer, by kind: 2xx, 4xx, 429, 5xx.
+_API_ANSWERS = ("ApiAnswers2xx", "ApiAnswers4xx", "ApiAnswers429", "ApiAnswers5xx")
+_CRM_ANSWERS = ("CrmAnswers2xx", "CrmAnswers4xx", "CrmAnswers429", "CrmAnswers5xx")
+
+
+def _count_answer(names: tuple[str, str, str, str], status: int) -> None:
+    ok, client_error, throttled, server_error = names
+    if status == 429:
+        name = throttled
+    elif status >= 500:
+        name = server_error
+    elif status >= 400:
+        name = client_error
+    else:
+        name = ok
+    metrics.add_metric(name=name, unit=MetricUnit.Count, value=1)
+
+
 def count_crm_answer(status: int) -> None:
     """One HTTP answer of the CRM: CrmAnswers2xx/4xx/429/5xx."""
-    if status == 429:
-        name = "CrmAnswers429"
-    elif status >= 500:
-        name = "CrmAnswers5xx"
-    elif status >= 400:
-        name = "CrmAnswers4xx"
-    else:
-        name = "CrmAnswers2xx"
-    metrics.add_metric(name=name, unit=MetricUnit.Count, value=1)
+    _count_answer(_CRM_ANSWERS, status)
 
 
 def count_api_answer(status: int) -> None:
     """One HTTP answer of the API (or its token endpoint, or storage): ApiAnswers2xx/4xx/429/5xx."""
-    if status == 429:
-        name = "ApiAnswers429"
-    elif status >= 500:
-        name = "ApiAnswers5xx"
-    elif status >= 400:
-        name = "ApiAnswers4xx"
-    else:
-        name = "ApiAnswers2xx"
-    metrics.add_metric(name=name, unit=MetricUnit.Count, value=1)
+    _count_answer(_API_ANSWERS, status)

@@ -220,6 +220,22 @@ def _iso(moment: datetime) -> str:
     return moment.isoformat().replace("+00:00", "Z")
 
 
+def _source_of(file: _File, size: int, fmt: FileFormat, received: datetime) -> SourceObject:
+    """The exact object version being imported, with what orders it (sequencer, event time)."""
+    dropped = file.dropped
+    return SourceObject(
+        bucket=dropped.bucket,
+        key=dropped.key,
+        version_id=file.version_id,
+        etag=file.etag,
+        size=size,
+        format=fmt.format,
+        compression=fmt.compression,
+        sequencer=dropped.sequencer,
+        event_time=_event_time(dropped.event_time) or received,
+    )
+
+
 def _event_time(text: str | None) -> datetime | None:
     try:
         return datetime.fromisoformat(text.replace("Z", "+00:00")) if text else None
@@ -287,17 +303,7 @@ class Intake:
             options = resolve_options(
                 load_config(self.s3, dropped.bucket, folder), head.get("Metadata") or {}
             )
-            source = SourceObject(
-                bucket=dropped.bucket,
-                key=dropped.key,
-                version_id=file.version_id,
-                etag=file.etag,
-                size=size,
-                format=fmt.format,
-                compression=fmt.compression,
-                sequencer=dropped.sequencer,
-                event_time=_event_time(dropped.event_time) or received,
-            )
+            source = _source_of(file, size, fmt, received)
             self._check_header(source)
         except Refusal as refusal:
             return self._refuse(file, refusal, tag=refusal.code != "OBJECT_GONE")
@@ -476,17 +482,7 @@ class Intake:
             return self._refuse(file, Refusal(exc.code, exc.message), tag=True)
         except (ClientError, BotoCoreError) as exc:
             return self._aws_failure(file, exc, "read the manifest")
-        source = SourceObject(
-            bucket=dropped.bucket,
-            key=dropped.key,
-            version_id=file.version_id,
-            etag=file.etag,
-            size=size,
-            format=fmt.format,
-            compression=fmt.compression,
-            sequencer=dropped.sequencer,
-            event_time=_event_time(dropped.event_time) or received,
-        )
+        source = _source_of(file, size, fmt, received)
         object_name = options.object_name or folder
         name = execution_name(dropped.bucket, dropped.key, file.version_id, file.etag)
         file.summary.update(objectName=object_name, format=fmt.format, executionName=name, parts=len(entries))
