@@ -260,6 +260,31 @@ def _sfn_parameter_patches() -> list[Any]:
     ]
 
 
+def _environment_before_start() -> list[Any]:
+    """Give each execution its environment before its thread starts.
+
+    moto builds it inside the thread, so a SendTaskSuccess, SendTaskFailure or StopExecution that
+    arrives in between meets ``env is None`` on a RUNNING execution and fails
+    (``'NoneType' object has no attribute 'callback_pool_manager'``); AWS has no such window.
+    """
+    from moto.stepfunctions.parser.backend.execution_worker import ExecutionWorker
+
+    original_start = ExecutionWorker.start
+    original_environment = ExecutionWorker._get_evaluation_environment
+
+    def start(self: Any) -> None:
+        self.env = original_environment(self)
+        original_start(self)
+
+    def evaluation_environment(self: Any) -> Any:
+        return self.env if self.env is not None else original_environment(self)
+
+    return [
+        mock.patch.object(ExecutionWorker, "start", start),
+        mock.patch.object(ExecutionWorker, "_get_evaluation_environment", evaluation_environment),
+    ]
+
+
 def _stop_aborts_waiting_tasks() -> list[Any]:
     from moto.stepfunctions.parser.api import ExecutionStatus
     from moto.stepfunctions.parser.backend.execution import BaseExecutionWorkerCommunication
@@ -452,7 +477,7 @@ class LocalAws:
         for patch in _sfn_parameter_patches():
             self._stack.enter_context(patch)
         self._stack.enter_context(_serialised_requests())
-        for patch in _stop_aborts_waiting_tasks():
+        for patch in [*_environment_before_start(), *_stop_aborts_waiting_tasks()]:
             self._stack.enter_context(patch)
         self.s3 = boto3.client("s3", region_name=REGION)
         self.sfn = boto3.client("stepfunctions", region_name=REGION)
