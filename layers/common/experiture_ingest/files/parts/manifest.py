@@ -45,6 +45,7 @@ from experiture_ingest.files.parts.plan import (
     part_footer_bytes,
     plan_text,
     read_footer,
+    read_range,
     stream_object,
 )
 from experiture_ingest.files.parts.records import RecordScanner
@@ -247,39 +248,9 @@ class _Piece:
     metadata: bytes | None = None
 
 
-def _read_head(s3: S3Client, file: PartFile, limit: int) -> bytes:
-    kwargs: dict[str, Any] = {
-        "Bucket": file.bucket,
-        "Key": file.key,
-        "Range": f"bytes=0-{min(limit, file.size) - 1}",
-    }
-    if file.version_id:
-        kwargs["VersionId"] = file.version_id
-    body = s3.get_object(**kwargs)["Body"]
-    try:
-        return body.read()
-    finally:
-        body.close()
-
-
-def _ends_with_newline(s3: S3Client, file: PartFile) -> bool:
-    kwargs: dict[str, Any] = {
-        "Bucket": file.bucket,
-        "Key": file.key,
-        "Range": f"bytes={file.size - 1}-{file.size - 1}",
-    }
-    if file.version_id:
-        kwargs["VersionId"] = file.version_id
-    body = s3.get_object(**kwargs)["Body"]
-    try:
-        return body.read() == b"\n"
-    finally:
-        body.close()
-
-
 def _csv_header(s3: S3Client, file: PartFile) -> tuple[int, list[str]]:
     """The header's length in bytes and its column names (every part must have the same)."""
-    head = _read_head(s3, file, HEADER_SCAN_BYTES)
+    head = read_range(s3, file.range(0, min(HEADER_SCAN_BYTES, file.size)))
     scan = RecordScanner("csv")
     scan.feed(head)
     end = scan.first_boundary
@@ -296,7 +267,7 @@ def _csv_header(s3: S3Client, file: PartFile) -> tuple[int, list[str]]:
 
 def _text_pieces(s3: S3Client, file: PartFile, fmt: FileFormat, budget: int, header: int) -> list[_Piece]:
     """A CSV/JSONL part's records as pieces of at most ``budget`` bytes (itself when it fits)."""
-    newline = _ends_with_newline(s3, file)
+    newline = read_range(s3, file.range(file.size - 1, file.size)) == b"\n"
     body = file.size - header
     if body <= 0:
         return []

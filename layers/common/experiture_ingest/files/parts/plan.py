@@ -123,18 +123,30 @@ def _range(source: SourceObject, start: int, end: int) -> ByteRange:
     )
 
 
-def _get_args(source: SourceObject) -> dict[str, Any]:
-    kwargs: dict[str, Any] = {"Bucket": source.bucket, "Key": source.key}
-    if source.version_id:
-        kwargs["VersionId"] = source.version_id
-    elif source.etag:
-        kwargs["IfMatch"] = f'"{source.etag.strip(chr(34))}"'
+def get_object_args(obj: SourceObject | ByteRange) -> dict[str, Any]:
+    """GetObject arguments for one exact object version (and its bytes, for a :class:`ByteRange`)."""
+    kwargs: dict[str, Any] = {"Bucket": obj.bucket, "Key": obj.key}
+    if isinstance(obj, ByteRange):
+        kwargs["Range"] = f"bytes={obj.start}-{obj.end - 1}"
+    if obj.version_id:
+        kwargs["VersionId"] = obj.version_id
+    elif obj.etag:  # an unversioned bucket: refuse to read a replaced object
+        kwargs["IfMatch"] = f'"{obj.etag.strip(chr(34))}"'
     return kwargs
+
+
+def read_range(s3: S3Client, byte_range: ByteRange) -> bytes:
+    """The bytes of a small range, read at once (headers, a last byte)."""
+    body = s3.get_object(**get_object_args(byte_range))["Body"]
+    try:
+        return body.read()
+    finally:
+        body.close()
 
 
 def stream_object(s3: S3Client, source: SourceObject, chunk_bytes: int = SCAN_CHUNK_BYTES) -> Iterator[bytes]:
     """The object version's bytes in bounded chunks (one GET)."""
-    body = s3.get_object(**_get_args(source))["Body"]
+    body = s3.get_object(**get_object_args(source))["Body"]
     try:
         yield from body.iter_chunks(chunk_bytes)
     finally:

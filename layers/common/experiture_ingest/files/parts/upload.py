@@ -30,8 +30,8 @@ from experiture_ingest.files.parquet_footer import MAGIC
 from experiture_ingest.files.parts.errors import PartsError, PartSourceChangedError
 from experiture_ingest.files.parts.plan import (
     PARQUET_MAGIC_BYTES,
-    ByteRange,
     PartSpec,
+    get_object_args,
     part_footer_bytes,
     read_footer,
 )
@@ -42,19 +42,6 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
 logger = logging.getLogger(__name__)
-
-
-def _get_args(byte_range: ByteRange) -> dict[str, Any]:
-    kwargs: dict[str, Any] = {
-        "Bucket": byte_range.bucket,
-        "Key": byte_range.key,
-        "Range": f"bytes={byte_range.start}-{byte_range.end - 1}",
-    }
-    if byte_range.version_id:
-        kwargs["VersionId"] = byte_range.version_id
-    elif byte_range.etag:
-        kwargs["IfMatch"] = f'"{byte_range.etag.strip(chr(34))}"'
-    return kwargs
 
 
 @dataclass
@@ -89,7 +76,7 @@ class PartBody:
             yield MAGIC
         self.range_rows = []
         for byte_range in self.spec.ranges:
-            body = self.s3.get_object(**_get_args(byte_range))["Body"]
+            body = self.s3.get_object(**get_object_args(byte_range))["Body"]
             reader = ReadAhead(
                 body, chunk_bytes=self.chunk_bytes, max_chunks=self.read_ahead_bytes // self.chunk_bytes
             )
