@@ -285,6 +285,31 @@ def _environment_before_start() -> list[Any]:
     ]
 
 
+def _metrics_one_thread_at_a_time() -> list[Any]:
+    """Serialise Powertools' metric set between the in-process handlers.
+
+    Its metric set is shared by every ``Metrics`` instance; in Lambda one invocation runs per process,
+    here executions run handlers on parallel threads, and one's flush could empty the set between
+    another's "is it empty?" and its serialisation ("Must contain at least one metric").
+    """
+    from aws_lambda_powertools.metrics.provider.cloudwatch_emf.cloudwatch import (
+        AmazonCloudWatchEMFProvider as Provider,
+    )
+
+    lock = threading.RLock()
+
+    def locked(method: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(method)
+        def call(*args: Any, **kwargs: Any) -> Any:
+            with lock:
+                return method(*args, **kwargs)
+
+        return call
+
+    names = ("add_metric", "add_dimension", "add_metadata", "flush_metrics", "clear_metrics")
+    return [mock.patch.object(Provider, name, locked(getattr(Provider, name))) for name in names]
+
+
 def _stop_aborts_waiting_tasks() -> list[Any]:
     from moto.stepfunctions.parser.api import ExecutionStatus
     from moto.stepfunctions.parser.backend.execution import BaseExecutionWorkerCommunication
@@ -477,7 +502,11 @@ class LocalAws:
         for patch in _sfn_parameter_patches():
             self._stack.enter_context(patch)
         self._stack.enter_context(_serialised_requests())
-        for patch in [*_environment_before_start(), *_stop_aborts_waiting_tasks()]:
+        for patch in [
+            *_environment_before_start(),
+            *_stop_aborts_waiting_tasks(),
+            *_metrics_one_thread_at_a_time(),
+        ]:
             self._stack.enter_context(patch)
         self.s3 = boto3.client("s3", region_name=REGION)
         self.sfn = boto3.client("stepfunctions", region_name=REGION)
