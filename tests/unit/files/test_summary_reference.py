@@ -100,5 +100,10 @@ def test_the_document_holds_what_the_builder_set_even_nulls_and_always_its_versi
     # Given a summary whose builder set an errors file to null and nothing else
     summary = Summary(outcome="completed", errors_file=None, job_id="imp_1")
     # Then the document says so, with its schema version, and nothing unset
-    assert summary.wire() == {"schemaVersion": 1, "outcome": "completed", "errorsFile": None, "jobId": "imp_1"}
+    assert summary.wire() == {
+        "schemaVersion": 1,
+        "outcome": "completed",
+        "errorsFile": None,
+        "jobId": "imp_1",
+    }
     assert Summary.model_validate(summary.wire()).wire() == summary.wire()
