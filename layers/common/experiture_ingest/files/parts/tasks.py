@@ -409,7 +409,11 @@ def _report_held(
 
 
 def _sibling_arn(execution_arn: str | None, name: str) -> str | None:
-    """The ARN of another execution (``name``) of the same state machine as ``execution_arn``."""
+    """The ARN of another execution (``name``) of the same state machine as ``execution_arn``.
+
+    >>> _sibling_arn("arn:aws:states:eu-west-1:1:execution:ImportJob:big.csv-ab12", "big.csv-p00001-cd")
+    'arn:aws:states:eu-west-1:1:execution:ImportJob:big.csv-p00001-cd'
+    """
     if not execution_arn or ":execution:" not in execution_arn:
         return None
     return f"{execution_arn.rsplit(':', 1)[0]}:{name}"
