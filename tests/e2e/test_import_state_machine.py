@@ -6,6 +6,7 @@ import csv
 import gzip
 import io
 import json
+from pathlib import Path
 
 import pytest
 
@@ -484,3 +485,10 @@ def test_an_s3_drop_goes_through_the_intake_to_a_final_summary(sandbox):
         assert summary["executionArn"] == interim["executionArn"] == execution["executionArn"]
         assert summary["execution"] == {"name": execution["name"], "executions": 1}
         assert summary["unmappedColumns"] == summary["mapping"]["unmappedColumns"] == []
+        # And the README's example has exactly the real file's fields, but those it says it leaves out
+        readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+        example = json.loads(
+            readme.split("`results/<key>.json` (abridged", 1)[1].split("```json\n", 1)[1].split("```", 1)[0]
+        )
+        assert set(summary) - set(example) == {"source", "scheduling", "pollOutages"}
+        assert set(example) - set(summary) == set()
