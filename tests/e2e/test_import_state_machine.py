@@ -6,9 +6,11 @@ import csv
 import gzip
 import io
 import json
+from pathlib import Path
 
 import pytest
 
+from experiture_ingest.files.summary import Summary
 from tests.e2e.conftest import Imports
 
 
@@ -446,10 +448,17 @@ def test_an_s3_drop_goes_through_the_intake_to_a_final_summary(sandbox):
     with LocalAws(env=env) as aws:
         aws.s3.create_bucket(Bucket="drop-e2e")
         aws.s3.put_bucket_versioning(Bucket="drop-e2e", VersioningConfiguration={"Status": "Enabled"})
+        options = {"createList": True, "listName": "Drop e2e"}
+        aws.s3.put_object(Bucket="drop-e2e", Key="config/contacts.json", Body=json.dumps(options).encode())
 
         # When a file is dropped under incoming/contacts/ (the intake runs on its S3 event)
         aws.drop("drop-e2e", "incoming/contacts/2026/drop.csv", body)
         [execution] = aws.executions()
+        interim = json.loads(
+            aws.s3.get_object(Bucket="drop-e2e", Key="results/incoming/contacts/2026/drop.csv.json")[
+                "Body"
+            ].read()
+        )
         done = aws.wait(execution["executionArn"], 60)
 
         # Then the run ends with a summary and an errors file next to the file, and the rows are stored
@@ -466,3 +475,20 @@ def test_an_s3_drop_goes_through_the_intake_to_a_final_summary(sandbox):
         assert summary["metrics"]["rowsImported"] == len(sandbox.admin.records("contacts")) == 3
         assert [json.loads(line)["rowNumber"] for line in errors["Body"].read().splitlines()] == [1]
         assert summary["timings"]["uploadedAt"], "the intake's part of the story is in the summary"
+        # And both summaries are the documented model (schema version 1), and the final one keeps
+        # what the README promises from the intake: upload attempts, abandoned jobs, options, ARN
+        assert Summary.model_validate(interim).outcome == "uploaded"
+        assert Summary.model_validate(summary).schema_version == summary["schemaVersion"] == 1
+        assert summary["timings"]["uploadAttempts"] == interim["uploadAttempts"] == 1
+        assert summary["abandonedJobIds"] == interim["abandonedJobIds"] == []
+        assert summary["options"] == interim["options"] == options
+        assert summary["executionArn"] == interim["executionArn"] == execution["executionArn"]
+        assert summary["execution"] == {"name": execution["name"], "executions": 1}
+        assert summary["unmappedColumns"] == summary["mapping"]["unmappedColumns"] == []
+        # And the README's example has exactly the real file's fields, but those it says it leaves out
+        readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+        example = json.loads(
+            readme.split("`results/<key>.json` (abridged", 1)[1].split("```json\n", 1)[1].split("```", 1)[0]
+        )
+        assert set(summary) - set(example) == {"source", "scheduling", "pollOutages"}
+        assert set(example) - set(summary) == set()

@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 
 from cli.local_aws import LocalAws
-from experiture_ingest.files.layout import errors_key, plan_key, result_key
+from experiture_ingest.files.layout import errors_key, part_result_key, plan_key, result_key
+from experiture_ingest.files.summary import Summary
 from sandbox.testing import SandboxHandle
 
 BUCKET = "ingest-split"
@@ -155,6 +156,20 @@ def test_a_jsonl_file_over_the_part_size_is_cut_on_lines(aws: LocalAws, sandbox:
     emails = [r["email"] for r in sandbox.admin.records("contacts")]
     assert len(emails) == len(set(emails)) == 20_000 - len(bad)
     assert sorted(e["rowNumber"] for e in _errors(aws, key)) == sorted(bad)
+    # And the file's summary and each part's own are the documented model, naming their executions
+    split_run = next(e for e in aws.executions() if "-p0" not in e["name"])
+    file_summary = Summary.model_validate({k: v for k, v in summary.items() if k != "_status"})
+    assert file_summary.execution_arn == split_run["executionArn"] and file_summary.timings is not None
+    assert file_summary.timings.upload_attempts == len(summary["parts"])
+    children = {e["executionArn"] for e in aws.executions() if "-p0" in e["name"]}
+    part_summaries = [
+        Summary.model_validate_json(
+            aws.s3.get_object(Bucket=BUCKET, Key=part_result_key(key, p["index"]))["Body"].read()
+        )
+        for p in summary["parts"]
+    ]
+    assert {s.execution_arn for s in part_summaries} == children
+    assert all(s.part is not None and s.options is not None for s in part_summaries)
 
 
 def test_a_parquet_file_over_the_part_size_is_cut_into_valid_parquet_parts(

@@ -12,6 +12,7 @@ import pytest
 
 from cli.local_aws import LocalAws
 from experiture_ingest.files.layout import errors_key, result_key
+from experiture_ingest.files.summary import Summary
 from sandbox.testing import SandboxHandle
 
 BUCKET = "ingest-exports"
@@ -114,6 +115,20 @@ def test_a_manifest_of_40_parts_loads_as_one_in_as_few_jobs_as_fit(
     assert plan_parts == len(jobs) and all(
         len(sandbox.admin.upload_bytes(j["jobId"])) > MIB // 2 for j in jobs[:-1]
     )
+    # And each held file's own summary no longer says "waiting": it names the load, its outcome and
+    # the job(s) that held its rows
+    manifest_key = "incoming/contacts/unload/manifest"
+    for key in keys:
+        held = _summary(aws, key)
+        Summary.model_validate(held)
+        assert held["outcome"] == "completed_with_errors" and held["waitingFor"] == "manifest"
+        assert held["load"]["key"] == manifest_key
+        assert held["load"]["summaryKey"] == result_key(manifest_key)
+        assert held["load"]["jobIds"] == [j["jobId"] for j in jobs if key in j["segments"]]
+        assert manifest_key in held["message"] and held["load"]["jobIds"][0] in held["message"]
+        assert aws.s3.get_object_tagging(Bucket=BUCKET, Key=key)["TagSet"] == [
+            {"Key": "experiture-status", "Value": "completed_with_errors"}
+        ]
 
 
 def test_a_manifest_missing_a_mandatory_part_fails_naming_it_and_imports_nothing(
@@ -134,6 +149,17 @@ def test_a_manifest_missing_a_mandatory_part_fails_naming_it_and_imports_nothing
     assert "incoming/contacts/u2/0001_part_00.csv" in summary["reason"]["message"]
     assert "0002_part_00" not in summary["reason"]["message"]  # optional: skipped, not missing
     assert sandbox.admin.import_jobs() == []
+    # And the held part says its load failed, that no job holds its rows, and where the reason is
+    held = _summary(aws, "incoming/contacts/u2/0000_part_00.csv")
+    Summary.model_validate(held)
+    assert held["outcome"] == "failed" and held["waitingFor"] == "manifest"
+    assert held["load"] == {
+        "key": "incoming/contacts/u2/run.manifest.json",
+        "summaryKey": result_key("incoming/contacts/u2/run.manifest.json"),
+        "jobIds": [],
+        "finishedAt": held["load"]["finishedAt"],
+    }
+    assert "No job was opened" in held["message"]
 
 
 def test_a_success_marker_loads_its_folder_as_one(aws: LocalAws, sandbox: SandboxHandle) -> None:
@@ -157,3 +183,9 @@ def test_a_success_marker_loads_its_folder_as_one(aws: LocalAws, sandbox: Sandbo
     emails = [r["email"] for r in sandbox.admin.records("contacts")]
     assert len(emails) == len(set(emails)) == 6 * 2000
     assert len(summary["parts"]) == len(sandbox.admin.import_jobs()) == 1
+    # And every held part file's summary names the load and its one job
+    for n in range(6):
+        held = _summary(aws, f"{folder}/part-{n:05d}-abc.jsonl")
+        assert held["outcome"] == "completed" and held["waitingFor"] == "_SUCCESS"
+        assert held["load"]["key"] == f"{folder}/_SUCCESS"
+        assert held["load"]["jobIds"] == [summary["parts"][0]["jobId"]]

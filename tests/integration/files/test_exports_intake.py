@@ -35,7 +35,7 @@ def test_a_manifest_is_handed_off_as_one_load(env, invoke):
     (execution,) = env.executions()
     handed = env.execution_input(execution["executionArn"])["split"]
     assert handed["manifest"] == "manifest" and handed["source"]["key"] == key
-    assert handed["source"]["format"] == "csv" and env.summary(key)["parts"] == 3
+    assert handed["source"]["format"] == "csv" and env.summary(key)["manifestEntries"] == 3
     assert env.sandbox.admin.import_jobs() == []
 
 

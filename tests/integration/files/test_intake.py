@@ -60,6 +60,7 @@ def test_a_dropped_file_becomes_one_import_job_with_identical_bytes(env, invoke,
     summary = env.summary(key)
     assert summary["outcome"] == "uploaded" and summary["jobId"] == job["jobId"]
     assert summary["bytesUploaded"] == len(body) and summary["executionArn"] == execution["executionArn"]
+    assert run["intake"]["executionArn"] == execution["executionArn"]  # for the final summary
     assert env.tags(key) == {"experiture-status": "uploaded", "experiture-job-id": job["jobId"]}
     assert answer == {"files": [{"key": key, "outcome": "uploaded", "jobId": job["jobId"]}]}
 

@@ -36,6 +36,7 @@ from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from experiture_ingest.client import ErrorFileExpiredError, ExperitureClient, ExperitureError
+from experiture_ingest.files.handoff import IntakeRecord
 from experiture_ingest.files.import_tasks import ImportState, TaskDeps
 from experiture_ingest.files.layout import (
     errors_key,
@@ -45,6 +46,15 @@ from experiture_ingest.files.layout import (
     version_result_key,
 )
 from experiture_ingest.files.results import summary_tags, tag_source, write_summary
+from experiture_ingest.files.summary import (
+    Execution,
+    Metrics,
+    Outcome,
+    PollOutages,
+    Scheduling,
+    Summary,
+    Timings,
+)
 from experiture_ingest.scheduling.policy import padded_sequencer
 
 if TYPE_CHECKING:
@@ -146,7 +156,7 @@ class Report:
 
     outcome: str
     summary_key: str
-    summary: dict[str, Any]
+    summary: dict[str, Any]  # the document written
     errors_file: ErrorsFile | None = None
 
     def wire(self) -> dict[str, Any]:
@@ -298,58 +308,61 @@ def _seconds(start: Any, end: Any) -> float | None:
 
 def build_summary(
     state: ImportState,
-    outcome: str,
+    outcome: Outcome,
     finished_at: datetime,
     *,
     message: str,
     errors_file: ErrorsFile | None = None,
     error: dict[str, Any] | None = None,
-) -> dict[str, Any]:
+) -> Summary:
     """``results/<key>.json``: what happened, in words and numbers a user (or a script) can act on."""
     run, progress, job = state.run, state.progress, state.job or {}
-    mapping = state.mapping.wire() if state.mapping else None
+    mapping = state.mapping
     intake = run.intake
     began = intake.received_at or progress.started_at
-    summary: dict[str, Any] = {
-        "outcome": outcome,
-        "message": message,
-        "jobId": run.job_id,
-        "objectName": run.object_name,
-        "source": run.source.wire(),
-        "metrics": {name: job.get(name) for name in _METRICS} if job else None,
-        "errorSummary": job.get("errorSummary"),
-        "errorsFile": errors_file.wire() if errors_file else None,
-        "mapping": mapping,
-        "unmappedColumns": (mapping or {}).get("unmappedColumns", []),
-        "unmappedRequiredFields": (mapping or {}).get("unmappedRequiredFields", []),
-        "timings": {
-            "receivedAt": _iso(intake.received_at),
-            "uploadedAt": _iso(intake.uploaded_at),
-            "uploadSeconds": intake.upload_seconds,
-            "executionStartedAt": _iso(progress.started_at),
-            "jobStartedAt": job.get("startedAt") or _iso(progress.job_started_at),
-            "jobCompletedAt": job.get("completedAt"),
-            "finishedAt": _iso(finished_at),
-            "importSeconds": _seconds(
-                job.get("startedAt") or progress.job_started_at, job.get("completedAt") or finished_at
-            )
-            if (job.get("startedAt") or progress.job_started_at)
+    job_started = job.get("startedAt") or progress.job_started_at
+    summary = Summary(
+        outcome=outcome,
+        message=message,
+        job_id=run.job_id,
+        object_name=run.object_name,
+        source=run.source,
+        options=run.options,
+        metrics=Metrics.model_validate({name: job.get(name) for name in _METRICS}) if job else None,
+        error_summary=job.get("errorSummary"),
+        errors_file=errors_file.wire() if errors_file else None,
+        mapping=mapping,
+        unmapped_columns=mapping.unmapped_columns if mapping else [],
+        unmapped_required_fields=mapping.unmapped_required_fields if mapping else [],
+        timings=Timings(
+            received_at=_iso(intake.received_at),
+            uploaded_at=_iso(intake.uploaded_at),
+            upload_seconds=intake.upload_seconds,
+            upload_attempts=intake.upload_attempts,
+            execution_started_at=_iso(progress.started_at),
+            job_started_at=_iso(job_started),
+            job_completed_at=job.get("completedAt"),
+            finished_at=_iso(finished_at),
+            import_seconds=_seconds(job_started, job.get("completedAt") or finished_at)
+            if job_started
             else None,
-            "totalSeconds": _seconds(began, finished_at),
-        },
-        "scheduling": scheduling_summary(state),
-        "pollOutages": poll_outages_summary(state, finished_at),
-        "correlationIds": list(dict.fromkeys([*intake.correlation_ids, *progress.correlation_ids])),
-        "execution": {"name": progress.execution_name, "executions": progress.executions},
-    }
+            total_seconds=_seconds(began, finished_at),
+        ),
+        scheduling=scheduling_summary(state),
+        poll_outages=poll_outages_summary(state, finished_at),
+        correlation_ids=list(dict.fromkeys([*intake.correlation_ids, *progress.correlation_ids])),
+        abandoned_job_ids=intake.abandoned_job_ids,
+        execution_arn=intake.execution_arn,
+        execution=Execution(name=progress.execution_name, executions=progress.executions),
+    )
     if job.get("errorMessage"):
-        summary["errorMessage"] = job["errorMessage"]
+        summary.set(error_message=job["errorMessage"])
     if error:
-        summary["error"] = error
+        summary.set(error=error)
     return summary
 
 
-def scheduling_summary(state: ImportState) -> dict[str, Any]:
+def scheduling_summary(state: ImportState) -> Scheduling:
     """The queue's part: when the file asked for a slot, when its job started, attempts to start it."""
     progress = state.progress
     waited = (
@@ -357,23 +370,23 @@ def scheduling_summary(state: ImportState) -> dict[str, Any]:
         if progress.queued_at and progress.job_started_at
         else None
     )
-    return {
-        "queuedAt": _iso(progress.queued_at),
-        "startedAt": _iso(progress.job_started_at),
-        "waitedSeconds": waited,
-        "startAttempts": progress.start_attempts,
-        "lastRefusal": progress.last_refusal,
-    }
+    return Scheduling(
+        queued_at=_iso(progress.queued_at),
+        started_at=_iso(progress.job_started_at),
+        waited_seconds=waited,
+        start_attempts=progress.start_attempts,
+        last_refusal=progress.last_refusal,
+    )
 
 
-def poll_outages_summary(state: ImportState, now: datetime) -> dict[str, Any]:
+def poll_outages_summary(state: ImportState, now: datetime) -> PollOutages:
     """Outages ridden out while polling: how many, the longest (seconds), polls that failed."""
     progress = state.progress
     count, longest = progress.poll_outages, progress.longest_outage_seconds
     if progress.outage_started_at is not None:  # still in one when the run ended
         count += 1
         longest = max(longest, (now - progress.outage_started_at).total_seconds())
-    return {"count": count, "longestSeconds": round(longest, 3), "failedPolls": progress.failed_polls}
+    return PollOutages(count=count, longest_seconds=round(longest, 3), failed_polls=progress.failed_polls)
 
 
 def summary_key_for(state: ImportState, deps: TaskDeps) -> tuple[str, str | None]:
@@ -390,10 +403,10 @@ def summary_key_for(state: ImportState, deps: TaskDeps) -> tuple[str, str | None
     return result_key(source.key), None
 
 
-def _finish(state: ImportState, deps: TaskDeps, summary: dict[str, Any]) -> str:
+def _finish(state: ImportState, deps: TaskDeps, summary: Summary) -> str:
     source, part = state.run.source, state.run.part
     if part is not None:  # one part of a split file: its own key; the file's summary combines them
-        summary["part"] = part.wire()
+        summary.set(part=part.wire())
         with storage_errors("writing the part's summary"):
             return write_summary(
                 deps.s3, source.bucket, source.key, summary, key=part_result_key(part.report_key, part.index)
@@ -401,8 +414,10 @@ def _finish(state: ImportState, deps: TaskDeps, summary: dict[str, Any]) -> str:
     with storage_errors("writing the summary"):
         key, newer = summary_key_for(state, deps)
         if newer:
-            summary["newerVersion"] = newer
-            summary["message"] += f" A newer version ({newer}) of the file is imported after this one."
+            summary.set(
+                newer_version=newer,
+                message=f"{summary.message} A newer version ({newer}) of the file is imported after this one.",
+            )
         key = write_summary(deps.s3, source.bucket, source.key, summary, key=key)
     try:
         tag_source(deps.s3, source.bucket, source.key, source.version_id, summary_tags(summary))
@@ -431,7 +446,7 @@ def collect(state: ImportState, deps: TaskDeps, *, part_bytes: int = PART_BYTES)
             state.progress.remember(cid)
     rejected = job.get("rowsRejected") if job.get("rowsRejected") is not None else job.get("invalidRows") or 0
     imported = job.get("rowsImported") if job.get("rowsImported") is not None else job.get("validRows") or 0
-    outcome = "completed_with_errors" if rejected else "completed"
+    outcome: Outcome = "completed_with_errors" if rejected else "completed"
     message = f"Imported {imported} of {job.get('readRows') or 0} rows into {run.object_name}"
     message += (
         f"; {rejected} rows were rejected (see {errors_file.key})."
@@ -439,7 +454,7 @@ def collect(state: ImportState, deps: TaskDeps, *, part_bytes: int = PART_BYTES)
         else (f"; {rejected} rows were rejected." if rejected else ".")
     )
     summary = build_summary(state, outcome, deps.now(), message=message, errors_file=errors_file)
-    return Report(outcome, _finish(state, deps, summary), summary, errors_file)
+    return Report(outcome, _finish(state, deps, summary), summary.wire(), errors_file)
 
 
 def report_failure(document: Mapping[str, Any], deps: TaskDeps) -> Report:
@@ -448,7 +463,7 @@ def report_failure(document: Mapping[str, Any], deps: TaskDeps) -> Report:
     run, progress = state.run, state.progress
     error = describe_error(document.get("error") if isinstance(document.get("error"), Mapping) else None)
     stage = _FAILURE_STAGE.get(progress.next, "prepare") if "progress" in document else "prepare"
-    outcome = "failed"
+    outcome: Outcome = "failed"
     if progress.next == "timed_out" and not error:
         outcome = "timed_out"
         seen = (state.job or {}).get("state")
@@ -456,7 +471,7 @@ def report_failure(document: Mapping[str, Any], deps: TaskDeps) -> Report:
         message = (
             f"Job {run.job_id} did not finish within {run.poll.deadline_seconds:.0f} s of its start (last "
             f"state seen {seen!r}"
-            + (f", {outages['count']} polling outage(s)" if outages["count"] else "")
+            + (f", {outages.count} polling outage(s)" if outages.count else "")
             + "). It may still finish in the CDP; ask support with the job id."
         )
     elif stage == "queue" and error and error["type"] == "States.Timeout":
@@ -486,7 +501,7 @@ def report_failure(document: Mapping[str, Any], deps: TaskDeps) -> Report:
     if error:
         error["stage"] = stage
     summary = build_summary(state, outcome, deps.now(), message=message, error=error)
-    return Report(outcome, _finish(state, deps, summary), summary)
+    return Report(outcome, _finish(state, deps, summary), summary.wire())
 
 
 def _state_from(document: Mapping[str, Any], deps: TaskDeps) -> ImportState:
@@ -514,6 +529,7 @@ def _state_from(document: Mapping[str, Any], deps: TaskDeps) -> ImportState:
             "format": source.get("format") if source.get("format") in ("csv", "jsonl", "parquet") else "csv",
         },
         "part": raw.get("part") if isinstance(raw.get("part"), Mapping) else None,
+        "intake": _lenient_intake(raw.get("intake")),
     }
     return ImportState.model_validate(
         {
@@ -526,6 +542,17 @@ def _state_from(document: Mapping[str, Any], deps: TaskDeps) -> ImportState:
             },
         }
     )
+
+
+def _lenient_intake(raw: Any) -> dict[str, Any]:
+    """What a raw input's intake record still says, when the record as a whole does not validate."""
+    if not isinstance(raw, Mapping):
+        return {}
+    try:
+        return IntakeRecord.model_validate(raw).wire()
+    except ValueError:
+        arn = raw.get("executionArn")
+        return {"executionArn": arn} if isinstance(arn, str) else {}
 
 
 def summary_location(bucket: str, source_key: str) -> str:

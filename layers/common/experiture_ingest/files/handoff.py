@@ -70,6 +70,8 @@ class IntakeRecord(_Doc):
     upload_attempts: int | None = None
     correlation_ids: list[str] = Field(default_factory=list)
     abandoned_job_ids: list[str] = Field(default_factory=list)
+    # The execution started for the file (or, for a part, the part's run): the summary names it.
+    execution_arn: str | None = None
 
 
 class PartRef(_Doc):

@@ -79,6 +79,7 @@ from experiture_ingest.files.parts.plan import gzip_refusal
 from experiture_ingest.files.results import summary_tags, tag_source, write_summary
 from experiture_ingest.files.routing import Refusal, folder_of, load_config, resolve_options
 from experiture_ingest.files.streaming import DEFAULT_CHUNK_BYTES, DEFAULT_READ_AHEAD_BYTES, S3Source
+from experiture_ingest.files.summary import Problem, Split, Summary
 from experiture_ingest.limits import (
     IMPORT_MAX_FILE_BYTES,
     IMPORT_POLL,
@@ -173,7 +174,7 @@ class IntakeOutcome:
     """
 
     outcome: str
-    summary: dict[str, Any]
+    summary: dict[str, Any]  # the summary's JSON document (written unless a duplicate)
     retry: bool = False
     job_id: str | None = None
     bytes_uploaded: int = 0
@@ -187,7 +188,7 @@ class _File:
 
     dropped: DroppedFile
     version_id: str | None
-    summary: dict[str, Any]
+    summary: Summary
     etag: str | None = None
     correlation_ids: list[str] = field(default_factory=list)
     abandoned: list[str] = field(default_factory=list)
@@ -277,14 +278,14 @@ class Intake:
         file = _File(
             dropped,
             _clean_version(dropped.version_id),
-            {
-                "bucket": dropped.bucket,
-                "key": dropped.key,
-                "versionId": _clean_version(dropped.version_id),
-                "etag": dropped.etag,
-                "fileName": dropped.key.rsplit("/", 1)[-1],
-                "receivedAt": _iso(received),
-            },
+            Summary.draft(
+                bucket=dropped.bucket,
+                key=dropped.key,
+                version_id=_clean_version(dropped.version_id),
+                etag=dropped.etag,
+                file_name=dropped.key.rsplit("/", 1)[-1],
+                received_at=_iso(received),
+            ),
             etag=dropped.etag,
         )
         try:
@@ -293,12 +294,12 @@ class Intake:
                 config = load_config(self.s3, dropped.bucket, folder)
                 if config.wait_for is not None:
                     return self._load_export(file, folder, config, received)
-            fmt = self._format(file.summary["fileName"])
+            fmt = self._format(file.summary.file_name or "")
             head = self._head(dropped.bucket, dropped.key, file.version_id)
             file.version_id = _clean_version(head.get("VersionId")) or file.version_id
             file.etag = str(head.get("ETag") or dropped.etag or "").strip('"') or None
             size = int(head["ContentLength"])
-            file.summary.update(versionId=file.version_id, etag=file.etag, size=size)
+            file.summary.set(version_id=file.version_id, etag=file.etag, size=size)
             split = self._check_size(size, fmt)
             options = resolve_options(
                 load_config(self.s3, dropped.bucket, folder), head.get("Metadata") or {}
@@ -314,12 +315,12 @@ class Intake:
         if options.wait_for is not None:
             return self._hold(file, options, object_name)
         name = execution_name(dropped.bucket, dropped.key, file.version_id, file.etag)
-        file.summary.update(
-            objectName=object_name,
+        file.summary.set(
+            object_name=object_name,
             format=fmt.format,
             compression=fmt.compression,
-            options=options.wire(),
-            executionName=name,
+            options=options,
+            execution_name=name,
         )
         try:
             handed_off = self._execution_exists(self._execution_arn(name))
@@ -327,7 +328,7 @@ class Intake:
             return self._aws_failure(file, exc, "check for a previous hand-off")
         if handed_off:
             logger.info("object version already handed off as %s; duplicate event ignored", name)
-            return IntakeOutcome("duplicate", file.summary)
+            return IntakeOutcome("duplicate", file.summary.wire())
         try:
             newer = self._newer_version(file)
         except (ClientError, BotoCoreError) as exc:
@@ -346,7 +347,7 @@ class Intake:
 
         request = ImportJobInit(
             object_name=object_name,
-            file_name=file.summary["fileName"],
+            file_name=file.summary.file_name or "",
             file_size=size,
             **options.init_fields(),
         )
@@ -371,17 +372,18 @@ class Intake:
                 upload_attempts=result.attempts,
                 correlation_ids=file.correlation_ids,
                 abandoned_job_ids=file.abandoned,
+                execution_arn=self._execution_arn(name),
             ),
         )
-        file.summary.update(
-            jobId=slot.job_id,
-            uploadedAt=_iso(uploaded),
-            uploadSeconds=round(result.seconds, 3),
-            uploadAttempts=result.attempts,
-            bytesUploaded=result.bytes_sent,
-            contentType=fmt.content_type,
-            correlationIds=file.correlation_ids,
-            abandonedJobIds=file.abandoned,
+        file.summary.set(
+            job_id=slot.job_id,
+            uploaded_at=_iso(uploaded),
+            upload_seconds=round(result.seconds, 3),
+            upload_attempts=result.attempts,
+            bytes_uploaded=result.bytes_sent,
+            content_type=fmt.content_type,
+            correlation_ids=file.correlation_ids,
+            abandoned_job_ids=file.abandoned,
         )
         try:
             self._register(run, name)
@@ -399,10 +401,10 @@ class Intake:
             )
         except self.sfn.exceptions.ExecutionAlreadyExists:
             logger.info("a concurrent delivery of this event already started %s; duplicate ignored", name)
-            return IntakeOutcome("duplicate", file.summary, job_id=slot.job_id)
+            return IntakeOutcome("duplicate", file.summary.wire(), job_id=slot.job_id)
         except ClientError as exc:
             return self._aws_failure(file, exc, "start the import state machine")
-        file.summary.update(outcome="uploaded", executionArn=started["executionArn"])
+        file.summary.set(outcome="uploaded", execution_arn=started["executionArn"])
         self._report(file, tag=True)
         logger.info(
             "uploaded %d bytes in %.2f s (%d attempt(s)); import handed off",
@@ -413,7 +415,7 @@ class Intake:
         )
         return IntakeOutcome(
             "uploaded",
-            file.summary,
+            file.summary.wire(),
             job_id=slot.job_id,
             bytes_uploaded=result.bytes_sent,
             upload_seconds=result.seconds,
@@ -427,10 +429,10 @@ class Intake:
         marker = (
             "a manifest naming it" if options.wait_for == "manifest" else "a _SUCCESS marker in its folder"
         )
-        file.summary.update(
+        file.summary.set(
             outcome="waiting",
-            waitingFor=options.wait_for,
-            objectName=object_name,
+            waiting_for=options.wait_for,
+            object_name=object_name,
             message=(
                 f"Held, not imported: config/{folder_of(file.dropped.key)}.json says waitFor "
                 f"{options.wait_for!r}, so this file is imported with the rest of its export when {marker} "
@@ -438,7 +440,7 @@ class Intake:
             ),
         )
         self._report(file, tag=True)
-        return IntakeOutcome("waiting", file.summary)
+        return IntakeOutcome("waiting", file.summary.wire())
 
     def _load_export(
         self, file: _File, folder: str, config: FileOptions, received: datetime
@@ -485,10 +487,12 @@ class Intake:
         source = _source_of(file, size, fmt, received)
         object_name = options.object_name or folder
         name = execution_name(dropped.bucket, dropped.key, file.version_id, file.etag)
-        file.summary.update(objectName=object_name, format=fmt.format, executionName=name, parts=len(entries))
+        file.summary.set(
+            object_name=object_name, format=fmt.format, execution_name=name, manifest_entries=len(entries)
+        )
         try:
             if self._execution_exists(self._execution_arn(name)):
-                return IntakeOutcome("duplicate", file.summary)
+                return IntakeOutcome("duplicate", file.summary.wire())
         except (ClientError, BotoCoreError) as exc:
             return self._aws_failure(file, exc, "check for a previous hand-off")
         return self._hand_off_split(
@@ -521,7 +525,7 @@ class Intake:
             source=source,
             options=options,
             poll=self.settings.poll(),
-            intake=IntakeRecord(received_at=received),
+            intake=IntakeRecord(received_at=received, execution_arn=self._execution_arn(name)),
             part_max_bytes=self.settings.part_size,
             workers=self.settings.part_workers,
             execution_name=name,
@@ -535,10 +539,10 @@ class Intake:
             )
         except self.sfn.exceptions.ExecutionAlreadyExists:
             logger.info("a concurrent delivery of this event already started %s; duplicate ignored", name)
-            return IntakeOutcome("duplicate", file.summary)
+            return IntakeOutcome("duplicate", file.summary.wire())
         except ClientError as exc:
             return self._aws_failure(file, exc, "start the import state machine")
-        file.summary.update(
+        file.summary.set(
             outcome="splitting",
             message=(
                 f"The {manifest} names the parts of one export: they load as one, in as few jobs as fit "
@@ -549,12 +553,13 @@ class Intake:
                 "bytes: it is being cut into row-aligned parts, each uploaded and imported as its own job. "
                 "This summary is replaced by one listing the parts when they are done."
             ),
-            partMaxBytes=self.settings.part_size,
-            executionArn=started["executionArn"],
+            options=options,
+            split=Split(kind="manifest" if manifest else "split", part_max_bytes=self.settings.part_size),
+            execution_arn=started["executionArn"],
         )
         self._report(file, tag=True)
         logger.info("file over the part size: split import handed off", extra={"execution_name": name})
-        return IntakeOutcome("splitting", file.summary)
+        return IntakeOutcome("splitting", file.summary.wire())
 
     # Checks -----------------------------------------------------------------------------------
 
@@ -734,9 +739,9 @@ class Intake:
 
     def _superseded(self, file: _File, newer: str) -> IntakeOutcome:
         dropped = file.dropped
-        file.summary.update(
+        file.summary.set(
             outcome="superseded",
-            supersededBy=newer,
+            superseded_by=newer,
             reason={
                 "code": "SUPERSEDED",
                 "message": (
@@ -754,7 +759,7 @@ class Intake:
             tag_source(self.s3, dropped.bucket, dropped.key, file.version_id, summary_tags(file.summary))
         except ClientError as exc:
             logger.warning("could not tag the source object: %s", exc.response.get("Error", {}).get("Code"))
-        return IntakeOutcome("superseded", file.summary)
+        return IntakeOutcome("superseded", file.summary.wire())
 
     # Step Functions ---------------------------------------------------------------------------
 
@@ -771,10 +776,10 @@ class Intake:
     # Outcomes ---------------------------------------------------------------------------------
 
     def _refuse(self, file: _File, refusal: Refusal, *, tag: bool) -> IntakeOutcome:
-        file.summary.update(outcome="refused", reason={"code": refusal.code, "message": refusal.message})
+        file.summary.set(outcome="refused", reason=Problem(code=refusal.code, message=refusal.message))
         logger.warning("file refused: %s", refusal)
         self._report(file, tag=tag and file.dropped.key.startswith(INCOMING_PREFIX))
-        return IntakeOutcome("refused", file.summary)
+        return IntakeOutcome("refused", file.summary.wire())
 
     def _api_failure(self, file: _File, exc: ExperitureError) -> IntakeOutcome:
         if exc.correlation_id and exc.correlation_id not in file.correlation_ids:
@@ -783,33 +788,33 @@ class Intake:
         # any other refusal by the API is about this file and would be refused again.
         retry = exc.retryable or isinstance(exc, AuthenticationError | ForbiddenError | UploadError)
         outcome = "failed" if retry else "rejected"
-        file.summary.update(
+        file.summary.set(
             outcome=outcome,
             reason=exc.to_dict(),
-            correlationIds=file.correlation_ids,
-            abandonedJobIds=file.abandoned,
-            willRetry=retry,
+            correlation_ids=file.correlation_ids,
+            abandoned_job_ids=file.abandoned,
+            will_retry=retry,
         )
         if file.refused_job_id:
-            file.summary["jobId"] = file.refused_job_id
+            file.summary.set(job_id=file.refused_job_id)
         logger.error("file %s: %s", outcome, exc)
         self._report(file, tag=True)
-        return IntakeOutcome(outcome, file.summary, retry=retry, abandoned_job_ids=file.abandoned)
+        return IntakeOutcome(outcome, file.summary.wire(), retry=retry, abandoned_job_ids=file.abandoned)
 
     def _aws_failure(self, file: _File, exc: ClientError | BotoCoreError, step: str) -> IntakeOutcome:
         if isinstance(exc, ClientError):
             error = exc.response.get("Error", {})
         else:  # no answer from AWS (endpoint, timeout, a broken stream): the class says what happened
             error = {"Code": type(exc).__name__, "Message": "no usable answer from AWS"}
-        file.summary.update(
+        file.summary.set(
             outcome="failed",
-            reason={"code": error.get("Code"), "message": f"could not {step}: {error.get('Message')}"},
-            abandonedJobIds=file.abandoned,
-            willRetry=True,
+            reason=Problem(code=error.get("Code"), message=f"could not {step}: {error.get('Message')}"),
+            abandoned_job_ids=file.abandoned,
+            will_retry=True,
         )
         logger.error("could not %s: %s", step, error.get("Code"))
         self._report(file, tag=False)
-        return IntakeOutcome("failed", file.summary, retry=True, abandoned_job_ids=file.abandoned)
+        return IntakeOutcome("failed", file.summary.wire(), retry=True, abandoned_job_ids=file.abandoned)
 
     def _report(self, file: _File, *, tag: bool) -> None:
         """Write the summary and tag the source; a tagging failure must not hide the summary.

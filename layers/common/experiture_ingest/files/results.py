@@ -1,7 +1,8 @@
 """Telling the user what happened, in their bucket: JSON summaries under ``results/`` and tags on the
 source object (which is never rewritten or deleted).
 
->>> summary_tags({"outcome": "completed", "jobId": "imp_1"})
+>>> from experiture_ingest.files.summary import Summary
+>>> summary_tags(Summary(outcome="completed", job_id="imp_1"))
 {'experiture-status': 'completed', 'experiture-job-id': 'imp_1'}
 """
 
@@ -10,9 +11,10 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from experiture_ingest.files.layout import result_key
+from experiture_ingest.files.summary import Summary
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -24,24 +26,29 @@ _TAG_UNSAFE = re.compile(r"[^\w .:/=+\-@]")
 
 
 def write_summary(
-    s3: S3Client, bucket: str, source_key: str, summary: Mapping[str, Any], *, key: str | None = None
+    s3: S3Client, bucket: str, source_key: str, summary: Summary, *, key: str | None = None
 ) -> str:
-    """Write ``results/<source key>.json`` (or ``key``) and return its key."""
+    """Write ``results/<source key>.json`` (or ``key``) and return its key.
+
+    The one writer of every summary document (intake, import run, part, split file, load, held file).
+    """
+    if "outcome" not in summary.model_fields_set:
+        raise ValueError("a summary is written with its outcome")
     key = key or result_key(source_key)
     s3.put_object(
         Bucket=bucket,
         Key=key,
-        Body=json.dumps(summary, indent=2, sort_keys=True, default=str).encode(),
+        Body=json.dumps(summary.wire(), indent=2, sort_keys=True).encode(),
         ContentType="application/json",
     )
     return key
 
 
-def summary_tags(summary: Mapping[str, Any]) -> dict[str, str]:
+def summary_tags(summary: Summary) -> dict[str, str]:
     """The tags a summary puts on its source object: status and job id."""
-    tags = {f"{TAG_PREFIX}status": str(summary.get("outcome", "unknown"))}
-    if summary.get("jobId"):
-        tags[f"{TAG_PREFIX}job-id"] = str(summary["jobId"])
+    tags: dict[str, str] = {f"{TAG_PREFIX}status": summary.outcome}
+    if summary.job_id:
+        tags[f"{TAG_PREFIX}job-id"] = summary.job_id
     return tags
 
 

@@ -56,7 +56,7 @@ def _summary(summaries: dict[int, Any], uploads: dict[int, Any] | None = None) -
         None,
         finished_at=datetime(2026, 1, 1, tzinfo=UTC),
         execution_name="x",
-    )
+    ).wire()
 
 
 def test_all_parts_landed_sums_their_metrics_and_lists_them() -> None:

@@ -18,6 +18,18 @@ from experiture_ingest.files.collect import ErrorsFile, stream_to_s3
 from experiture_ingest.files.handoff import SplitRun
 from experiture_ingest.files.layout import errors_key, part_errors_key, part_result_key, plan_key
 from experiture_ingest.files.parts.plan import PartPlan, PartSpec
+from experiture_ingest.files.summary import (
+    Execution,
+    Metrics,
+    Outcome,
+    PartLine,
+    RowRange,
+    SegmentRows,
+    SourceBytes,
+    Split,
+    Summary,
+    Timings,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -34,39 +46,43 @@ _SUMMED = (
 )
 
 
-def _row_range(spec: PartSpec) -> dict[str, Any]:
+def _row_range(spec: PartSpec) -> RowRange:
     first = spec.first_row_number
-    doc: dict[str, Any] = {"part": spec.index, "firstRowNumber": first, "rows": spec.rows}
-    if first is not None and spec.rows is not None:
-        doc["lastRowNumber"] = first + spec.rows - 1
     body = spec.ranges[-1]
-    doc["sourceBytes"] = {"key": body.key, "versionId": body.version_id, "start": body.start, "end": body.end}
+    row_range = RowRange(
+        part=spec.index,
+        first_row_number=first,
+        rows=spec.rows,
+        source_bytes=SourceBytes(key=body.key, version_id=body.version_id, start=body.start, end=body.end),
+    )
+    if first is not None and spec.rows is not None:
+        row_range.last_row_number = first + spec.rows - 1
     if spec.segments:
-        doc["segments"] = [s.wire() for s in spec.segments]
-    return doc
+        row_range.segments = [SegmentRows.model_validate(s.wire()) for s in spec.segments]
+    return row_range
 
 
 def part_entry(
     spec: PartSpec, summary: Mapping[str, Any] | None, upload: Mapping[str, Any] | None
-) -> dict[str, Any]:
+) -> PartLine:
     """One line of ``parts``: what was planned, the job, and how it ended."""
     outcome = str(summary.get("outcome")) if summary else ("not_imported" if upload else "not_uploaded")
-    entry: dict[str, Any] = {
-        "index": spec.index,
-        "jobId": (summary or {}).get("jobId") or (upload or {}).get("jobId"),
-        "bytes": spec.bytes,
-        "firstRowNumber": spec.first_row_number,
-        "rows": spec.rows,
-        "outcome": outcome,
-    }
+    entry = PartLine(
+        index=spec.index,
+        job_id=(summary or {}).get("jobId") or (upload or {}).get("jobId"),
+        bytes=spec.bytes,
+        first_row_number=spec.first_row_number,
+        rows=spec.rows,
+        outcome=outcome,
+    )
     if spec.segments:  # a manifest's load: which part files the job holds
-        entry["segments"] = [segment.key for segment in spec.segments]
+        entry.segments = [segment.key for segment in spec.segments]
     metrics = (summary or {}).get("metrics") or {}
     if metrics:
-        entry["rowsImported"] = metrics.get("rowsImported", metrics.get("validRows"))
-        entry["rowsRejected"] = metrics.get("rowsRejected", metrics.get("invalidRows"))
+        entry.rows_imported = metrics.get("rowsImported", metrics.get("validRows"))
+        entry.rows_rejected = metrics.get("rowsRejected", metrics.get("invalidRows"))
     if outcome not in LANDED:
-        entry["message"] = (summary or {}).get("message") or (
+        entry.message = (summary or {}).get("message") or (
             "the part was uploaded but its import never ran" if upload else "the part's upload failed"
         )
     return entry
@@ -173,14 +189,14 @@ def combined_summary(
     *,
     finished_at: datetime,
     execution_name: str | None,
-) -> dict[str, Any]:
+) -> Summary:
     """``results/<key>.json`` for a split file or a manifest's load."""
     parts = [part_entry(spec, summaries.get(spec.index), uploads.get(spec.index)) for spec in plan.parts]
-    landed = [p for p in parts if p["outcome"] in LANDED]
-    failed_specs = [spec for spec, p in zip(plan.parts, parts, strict=True) if p["outcome"] not in LANDED]
+    landed = [p for p in parts if p.outcome in LANDED]
+    failed_specs = [spec for spec, p in zip(plan.parts, parts, strict=True) if p.outcome not in LANDED]
     metrics: dict[str, Any] = dict.fromkeys(_SUMMED, 0)
     error_summary: Counter[str] = Counter()
-    for index in (p["index"] for p in landed):
+    for index in (p.index for p in landed):
         landed_summary = summaries.get(index) or {}
         for name in _SUMMED:
             metrics[name] += (landed_summary.get("metrics") or {}).get(name) or 0
@@ -189,6 +205,7 @@ def combined_summary(
         round(metrics["rowsImported"] / metrics["readRows"], 4) if metrics["readRows"] else None
     )
     rejected = metrics["rowsRejected"] or metrics["invalidRows"]
+    outcome: Outcome
     if not failed_specs:
         outcome = "completed_with_errors" if rejected else "completed"
     elif landed:
@@ -213,37 +230,40 @@ def combined_summary(
             f". These parts did not land: {ranges}. Re-drop only their rows (README, 'Re-dropping the parts "
             f"that failed'); re-dropping this same {noun} would not import them again"
         )
-    return {
-        "outcome": outcome,
-        "message": message + ".",
-        "key": run.source.key,
-        "objectName": run.object_name,
-        "source": run.source.wire(),
-        "options": run.options.wire(),
-        "split": {
-            "kind": plan.kind,
-            "partMaxBytes": plan.part_max_bytes,
-            "parts": len(plan.parts),
-            "totalBytes": plan.total_bytes,
-            "totalRows": plan.total_rows,
-            "headerBytes": plan.header_bytes,
-            "planKey": plan_key(run.source.key),
-            "scanSeconds": plan.scan_seconds,
-            "scanMBPerSecond": plan.scan_mb_per_second,
-        },
-        "jobIds": [p["jobId"] for p in parts if p["jobId"]],
-        "parts": parts,
-        "metrics": metrics,
-        "errorSummary": dict(error_summary) or None,
-        "errorsFile": errors_file.wire() if errors_file else None,
-        "failedRowRanges": [_row_range(spec) for spec in failed_specs],
-        "timings": {
-            "receivedAt": run.intake.received_at.isoformat() if run.intake.received_at else None,
-            "finishedAt": finished_at.isoformat(),
-            "uploadSeconds": round(
+    return Summary(
+        outcome=outcome,
+        message=message + ".",
+        key=run.source.key,
+        object_name=run.object_name,
+        source=run.source,
+        options=run.options,
+        split=Split(
+            kind=plan.kind,
+            part_max_bytes=plan.part_max_bytes,
+            parts=len(plan.parts),
+            total_bytes=plan.total_bytes,
+            total_rows=plan.total_rows,
+            header_bytes=plan.header_bytes,
+            plan_key=plan_key(run.source.key),
+            scan_seconds=plan.scan_seconds,
+            scan_mb_per_second=plan.scan_mb_per_second,
+        ),
+        job_ids=[p.job_id for p in parts if p.job_id],
+        parts=parts,
+        metrics=Metrics.model_validate(metrics),
+        error_summary=dict(error_summary) or None,
+        errors_file=errors_file.wire() if errors_file else None,
+        failed_row_ranges=[_row_range(spec) for spec in failed_specs],
+        timings=Timings(
+            received_at=run.intake.received_at.isoformat() if run.intake.received_at else None,
+            finished_at=finished_at.isoformat(),
+            upload_seconds=round(
                 sum(float((u or {}).get("uploadSeconds") or 0) for u in uploads.values()), 3
             ),
-        },
-        "execution": {"name": execution_name},
-        "partResults": [part_result_key(run.source.key, spec.index) for spec in plan.parts],
-    }
+            upload_attempts=sum(int((u or {}).get("uploadAttempts") or 0) for u in uploads.values()),
+        ),
+        abandoned_job_ids=[j for u in uploads.values() for j in (u or {}).get("abandonedJobIds") or []],
+        execution_arn=run.intake.execution_arn,
+        execution=Execution(name=execution_name),
+        part_results=[part_result_key(run.source.key, spec.index) for spec in plan.parts],
+    )

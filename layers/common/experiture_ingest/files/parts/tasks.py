@@ -35,6 +35,7 @@ from experiture_ingest.files.layout import (
     result_key,
 )
 from experiture_ingest.files.parts.errors import PartsError
+from experiture_ingest.files.parts.held import jobs_by_file, report_held_files
 from experiture_ingest.files.parts.manifest import (
     common_format,
     plan_manifest,
@@ -47,6 +48,7 @@ from experiture_ingest.files.parts.report import LANDED, combined_summary, merge
 from experiture_ingest.files.parts.upload import PartBody, part_file_name, part_identity, upload_part
 from experiture_ingest.files.results import summary_tags, tag_source, write_summary
 from experiture_ingest.files.streaming import DEFAULT_CHUNK_BYTES, DEFAULT_READ_AHEAD_BYTES
+from experiture_ingest.files.summary import Execution, Outcome, PartOf, Problem, Split, Summary
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -105,7 +107,7 @@ def _get_json(s3: S3Client, bucket: str, key: str) -> Any:
         raise
 
 
-def _finish(s3: S3Client, run: SplitRun, summary: dict[str, Any]) -> str:
+def _finish(s3: S3Client, run: SplitRun, summary: Summary) -> str:
     source = run.source
     with storage_errors("writing the summary"):
         key = write_summary(s3, source.bucket, source.key, summary)
@@ -127,18 +129,22 @@ def plan_parts(
     try:
         plan = _plan(run, deps)
     except PartsError as exc:
-        summary = {
-            "outcome": "failed" if exc.code == "MANIFEST_PART_MISSING" else "refused",
-            "message": f"The file was not imported: {exc.message}",
-            "key": source.key,
-            "objectName": run.object_name,
-            "source": source.wire(),
-            "reason": {"code": exc.code, "message": exc.message},
-            "split": {"partMaxBytes": run.part_max_bytes},
-            "execution": {"name": execution_name},
-        }
+        summary = Summary(
+            outcome="failed" if exc.code == "MANIFEST_PART_MISSING" else "refused",
+            message=f"The file was not imported: {exc.message}",
+            key=source.key,
+            object_name=run.object_name,
+            source=source,
+            options=run.options,
+            reason=Problem(code=exc.code, message=exc.message),
+            split=Split(kind="manifest" if run.manifest else "split", part_max_bytes=run.part_max_bytes),
+            execution_arn=run.intake.execution_arn,
+            execution=Execution(name=execution_name),
+        )
         logger.warning("file refused: %s", exc)
-        return {"refused": True, "outcome": "refused", "summaryKey": _finish(deps.s3, run, summary)}
+        summary_key = _finish(deps.s3, run, summary)
+        _report_held(deps, run, summary.outcome, None)
+        return {"refused": True, "outcome": "refused", "summaryKey": summary_key}
     return write_plan(deps.s3, run, plan, state_machine_arn=state_machine_arn)
 
 
@@ -240,14 +246,15 @@ def record_upload_failure(
 ) -> dict[str, Any]:
     """The part's summary when its upload failed for good (the file's summary lists it as failed)."""
     described = describe_error(error)
-    summary = {
-        "outcome": "failed",
-        "message": f"The upload of part {spec.index} failed: {(described or {}).get('message', 'unknown reason')}",
-        "error": {**(described or {}), "stage": "upload"},
-        "part": {"index": spec.index, "firstRowNumber": spec.first_row_number, "rows": spec.rows},
-    }
+    summary = Summary(
+        outcome="failed",
+        message=f"The upload of part {spec.index} failed: {(described or {}).get('message', 'unknown reason')}",
+        error={**(described or {}), "stage": "upload"},
+        part=PartOf(index=spec.index, first_row_number=spec.first_row_number, rows=spec.rows),
+    )
     key = part_result_key(run.source.key, spec.index)
-    _put_json(deps.s3, run.source.bucket, key, summary)
+    with storage_errors(f"writing {key}"):
+        write_summary(deps.s3, run.source.bucket, run.source.key, summary, key=key)
     return {"index": spec.index, "outcome": "failed"}
 
 
@@ -296,6 +303,7 @@ def next_import(
             upload_attempts=upload.get("uploadAttempts"),
             correlation_ids=upload.get("correlationIds") or [],
             abandoned_job_ids=upload.get("abandonedJobIds") or [],
+            execution_arn=_sibling_arn(run.intake.execution_arn, name),
         ),
         part=PartRef(
             index=spec.index,
@@ -336,7 +344,8 @@ def combine(
         run, plan, summaries, uploads, errors_file, finished_at=deps.now(), execution_name=execution_name
     )
     summary_key = _finish(deps.s3, run, summary)
-    return {"outcome": summary["outcome"], "summaryKey": summary_key}
+    _report_held(deps, run, summary.outcome, plan, {p.index: p.job_id for p in summary.parts or []})
+    return {"outcome": summary.outcome, "summaryKey": summary_key}
 
 
 def report_split_failure(
@@ -344,17 +353,70 @@ def report_split_failure(
 ) -> dict[str, Any]:
     """A step of the split flow failed for good: the file's summary says which and why."""
     described = describe_error(error)
-    summary = {
-        "outcome": "failed",
-        "message": f"The split import stopped: {(described or {}).get('message', 'unknown reason')}",
-        "key": run.source.key,
-        "objectName": run.object_name,
-        "source": run.source.wire(),
-        "error": described,
-        "split": {"partMaxBytes": run.part_max_bytes, "planKey": plan_key(run.source.key)},
-        "execution": {"name": execution_name},
-    }
-    return {"outcome": "failed", "summaryKey": _finish(deps.s3, run, summary)}
+    summary = Summary(
+        outcome="failed",
+        message=f"The split import stopped: {(described or {}).get('message', 'unknown reason')}",
+        key=run.source.key,
+        object_name=run.object_name,
+        source=run.source,
+        options=run.options,
+        error=described,
+        split=Split(
+            kind="manifest" if run.manifest else "split",
+            part_max_bytes=run.part_max_bytes,
+            plan_key=plan_key(run.source.key),
+        ),
+        execution_arn=run.intake.execution_arn,
+        execution=Execution(name=execution_name),
+    )
+    summary_key = _finish(deps.s3, run, summary)
+    raw_plan = _get_json(deps.s3, run.source.bucket, plan_key(run.source.key)) if run.manifest else None
+    uploads: dict[int, str | None] = {}
+    plan = PartPlan.model_validate(raw_plan) if raw_plan else None
+    for spec in plan.parts if plan else []:
+        upload = _get_json(deps.s3, run.source.bucket, part_upload_key(run.source.key, spec.index))
+        uploads[spec.index] = (upload or {}).get("jobId")
+    _report_held(deps, run, "failed", plan, uploads)
+    return {"outcome": "failed", "summaryKey": summary_key}
+
+
+def _report_held(
+    deps: PartsDeps,
+    run: SplitRun,
+    outcome: Outcome,
+    plan: PartPlan | None,
+    job_ids: Mapping[int, str | None] | None = None,
+) -> None:
+    """A warehouse load ended: its held files' summaries say how (:mod:`.held`)."""
+    if run.manifest is None:
+        return
+    source = run.source
+    held: dict[str, list[str]] | list[str]
+    if plan is not None:
+        held = jobs_by_file(plan, job_ids or {})
+    else:  # ended before a plan: the files the manifest (or folder) names
+        try:
+            entries = (
+                read_manifest(deps.s3, source)
+                if run.manifest == "manifest"
+                else success_folder_entries(deps.s3, source.bucket, source.key)
+            )
+        except PartsError:
+            return  # nothing readable names them
+        held = [e.key for e in entries if e.bucket == source.bucket]
+    count = report_held_files(deps.s3, source.bucket, source.key, outcome, held, finished_at=deps.now())
+    logger.info("held files told how their load ended: %d", count, extra={"key": source.key})
+
+
+def _sibling_arn(execution_arn: str | None, name: str) -> str | None:
+    """The ARN of another execution (``name``) of the same state machine as ``execution_arn``.
+
+    >>> _sibling_arn("arn:aws:states:eu-west-1:1:execution:ImportJob:big.csv-ab12", "big.csv-p00001-cd")
+    'arn:aws:states:eu-west-1:1:execution:ImportJob:big.csv-p00001-cd'
+    """
+    if not execution_arn or ":execution:" not in execution_arn:
+        return None
+    return f"{execution_arn.rsplit(':', 1)[0]}:{name}"
 
 
 def summary_key_of(run: SplitRun) -> str:
