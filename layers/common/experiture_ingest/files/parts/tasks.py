@@ -138,7 +138,9 @@ def plan_parts(
             "execution": {"name": execution_name},
         }
         logger.warning("file refused: %s", exc)
-        return {"refused": True, "outcome": "refused", "summaryKey": _finish(deps.s3, run, summary)}
+        key = _finish(deps.s3, run, summary)
+        # the split stays in the state: the release step after a refusal gives the file's turn back
+        return {"refused": True, "outcome": "refused", "summaryKey": key, "split": run.wire()}
     return write_plan(deps.s3, run, plan, state_machine_arn=state_machine_arn)
 
 
@@ -305,6 +307,7 @@ def next_import(
             rows=spec.rows,
             bytes=spec.bytes,
         ),
+        turn=run.turn,
     )
     return {"action": "start", "rounds": 0, "name": name, "input": child.wire()}
 
