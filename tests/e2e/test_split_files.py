@@ -205,6 +205,7 @@ def test_a_failed_part_makes_the_file_partially_failed_naming_its_rows_and_a_red
     # Then the file is partially_failed, and names the rows of the part that did not land
     assert summary["_status"] == "FAILED"
     assert summary["outcome"] == "partially_failed"
+    assert _leftovers(aws) == {}, "the file's turn and every part's slot were given back"
     first, *rest = summary["parts"]
     assert first["outcome"] == "failed"
     assert all(p["outcome"] in ("completed", "completed_with_errors") for p in rest)

@@ -134,6 +134,7 @@ def test_a_manifest_missing_a_mandatory_part_fails_naming_it_and_imports_nothing
     assert "incoming/contacts/u2/0001_part_00.csv" in summary["reason"]["message"]
     assert "0002_part_00" not in summary["reason"]["message"]  # optional: skipped, not missing
     assert sandbox.admin.import_jobs() == []
+    assert aws.queue() == []  # the load's turn in the import queue was given back on the refusal
 
 
 def test_a_success_marker_loads_its_folder_as_one(aws: LocalAws, sandbox: SandboxHandle) -> None:
@@ -157,3 +158,4 @@ def test_a_success_marker_loads_its_folder_as_one(aws: LocalAws, sandbox: Sandbo
     emails = [r["email"] for r in sandbox.admin.records("contacts")]
     assert len(emails) == len(set(emails)) == 6 * 2000
     assert len(summary["parts"]) == len(sandbox.admin.import_jobs()) == 1
+    assert aws.queue() == []  # the load's turn in the import queue was given back
