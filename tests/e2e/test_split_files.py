@@ -14,6 +14,7 @@ import os
 import random
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -28,6 +29,13 @@ MIB = 1024 * 1024
 
 @pytest.fixture
 def aws(sandbox: SandboxHandle) -> Iterator[LocalAws]:
+    with _local(sandbox) as local:
+        yield local
+
+
+@contextmanager
+def _local(sandbox: SandboxHandle, schedule_seconds: float | None = 1.0) -> Iterator[LocalAws]:
+    """A local stack splitting at 1 MiB; without ``schedule_seconds``, no scheduled sweep/dispatch."""
     env = {
         "EXPERITURE_API_URL": sandbox.base_url,
         "EXPERITURE_API_TOKEN": sandbox.token,
@@ -37,7 +45,7 @@ def aws(sandbox: SandboxHandle) -> Iterator[LocalAws]:
         "IMPORT_POLL_FACTOR": "1",
         "IMPORT_POLL_MAX_SECONDS": "1",
     }
-    with LocalAws(env=env) as local:
+    with LocalAws(env=env, schedule_seconds=schedule_seconds) as local:
         local.s3.create_bucket(Bucket=BUCKET)
         local.s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
         yield local
@@ -341,39 +349,44 @@ def test_a_split_file_holds_its_objects_turn_so_a_later_file_of_the_object_start
 
 @pytest.mark.parametrize("backstop", ["execution-status-event", "sweeper-only"])
 def test_aborting_a_split_execution_gives_its_objects_turn_back(
-    aws: LocalAws, sandbox: SandboxHandle, backstop: str
+    sandbox: SandboxHandle, backstop: str
 ) -> None:
     # Given a split file of contacts importing its parts (slow jobs), and a later contacts file waiting
-    sandbox.admin.configure(importJobSeconds=2.0)
-    data, _, _ = _contacts_csv(30_000, bad_every=10**9)
-    big, later = "incoming/contacts/big.csv", "incoming/contacts/later.csv"
-    aws.drop(BUCKET, big, data)
-    split_arn = _summary(aws, big)["executionArn"]
-    aws.drop(BUCKET, later, _small_csv(["email", "first_name"], [["late@example.com", "Late"]]))
-    _wait_until(lambda: [e for e in aws.executions() if "-p00001-" in e["name"]], 60, "part 1's run")
-    # (the later file waits behind the split file's turn)
-    later_job = _wait_until(
-        lambda: _summary_or_none(aws, later).get("jobId"), 30, "the later file handed off"
-    )
-    queued = {e.job_id: e.status for e in aws.queue()}
-    assert queued.get(later_job) in ("registered", "waiting") and "holding" in queued.values(), queued
+    # (with the event as the backstop, no scheduled sweep runs: the event alone must free the turn)
+    schedule = None if backstop == "execution-status-event" else 1.0
+    with _local(sandbox, schedule) as aws:
+        sandbox.admin.configure(importJobSeconds=2.0)
+        data, _, _ = _contacts_csv(30_000, bad_every=10**9)
+        big, later = "incoming/contacts/big.csv", "incoming/contacts/later.csv"
+        aws.drop(BUCKET, big, data)
+        split_arn = _summary(aws, big)["executionArn"]
+        aws.drop(BUCKET, later, _small_csv(["email", "first_name"], [["late@example.com", "Late"]]))
+        _wait_until(lambda: [e for e in aws.executions() if "-p00001-" in e["name"]], 60, "part 1's run")
+        # (the later file waits behind the split file's turn)
+        later_job = _wait_until(
+            lambda: _summary_or_none(aws, later).get("jobId"), 30, "the later file handed off"
+        )
+        queued = {e.job_id: e.status for e in aws.queue()}
+        assert queued.get(later_job) in ("registered", "waiting") and "holding" in queued.values(), queued
 
-    # When the split execution is aborted (a user's StopExecution), no release step of its own running
-    aws.sfn.stop_execution(executionArn=split_arn, error="Aborted", cause="stopped by the user")
-    _wait_until(lambda: aws.describe(split_arn).status == "ABORTED", 30, "the split execution aborted")
-    if backstop == "execution-status-event":  # what EventBridge delivers in AWS (moto emits none)
-        aws.invoke("ImportReleaseFunction", execution_status_event(aws.sfn, split_arn))
+        # When the split execution is aborted (a user's StopExecution), no release step of its own running
+        aws.sfn.stop_execution(executionArn=split_arn, error="Aborted", cause="stopped by the user")
+        _wait_until(lambda: aws.describe(split_arn).status == "ABORTED", 30, "the split execution aborted")
+        if backstop == "execution-status-event":  # what EventBridge delivers in AWS (moto emits none)
+            aws.invoke("ImportReleaseFunction", execution_status_event(aws.sfn, split_arn))
 
-    # Then its turn is given back: the later contacts file starts and completes
-    _wait_until(
-        lambda: _summary_or_none(aws, later).get("outcome") not in (None, "uploaded"), 90, "the later file"
-    )
-    done = _summary(aws, later)
-    assert done["outcome"] == "completed", done
-    assert later_job in start_order(sandbox.admin.import_timeline(), "contacts", field="jobId")
-    # And once every run has ended, no holder, slot or lock is left
-    _all_ended(aws, timeout=90)
-    _wait_until(lambda: _leftovers(aws) == {}, 10, "an empty queue table")
+        # Then its turn is given back: the later contacts file starts and completes
+        _wait_until(
+            lambda: _summary_or_none(aws, later).get("outcome") not in (None, "uploaded"),
+            90,
+            "the later file",
+        )
+        done = _summary(aws, later)
+        assert done["outcome"] == "completed", done
+        assert later_job in start_order(sandbox.admin.import_timeline(), "contacts", field="jobId")
+        # And once every run has ended, no holder, slot or lock is left
+        _all_ended(aws, timeout=90)
+        _wait_until(lambda: _leftovers(aws) == {}, 10, "an empty queue table")
 
 
 def _summary_or_none(aws: LocalAws, key: str) -> dict[str, Any]:
