@@ -6,7 +6,9 @@ Reads the import queue's table (see :mod:`experiture_ingest.scheduling.table`) t
     experiture-ingest status --table experiture-ingest-import-queue --endpoint-url http://127.0.0.1:5000
 
 With ``--stack``, the table is the stack's output ``ImportQueueTableName`` (or its resource
-``ImportQueueTable``). Running files are listed first, then waiting ones in the order they will start.
+``ImportQueueTable``). Running files are listed first, then waiting ones in the order they will start;
+a split file whose parts are being imported shows as ``holding`` (its object's turn, from hand-off to
+the end of its flow: later files of the object wait behind it, its parts go at its place).
 Then the depth of each dead-letter queue of the stack (intake failure queue, record DLQ, settle DLQ) and
 the latest outcomes: the newest summaries under ``results/`` (at most ``--outcomes``, read from at most
 ``MAX_RESULT_PAGES`` listing pages, so a bucket with millions of results answers quickly). With
@@ -120,7 +122,9 @@ def render(rows: Sequence[StatusRow]) -> list[str]:
         for line in table
     ]
     running = sum(r.status == "running" for r in rows)
-    lines.append(f"{running} running, {len(rows) - running} waiting")
+    holding = sum(r.status == "holding" for r in rows)
+    count = f"{running} running, {len(rows) - running - holding} waiting"
+    lines.append(count + (f", {holding} split file(s) holding their object's turn" if holding else ""))
     return lines
 
 

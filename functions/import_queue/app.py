@@ -6,7 +6,8 @@ Three functions in template.yaml share this code (CodeUri functions/import_queue
   ``{"state", "taskToken", "executionArn"}`` -> the file's queue entry holds the token; dispatch.
 - ``release_handler``: the state machine's ``Release*`` tasks (``{"state", "executionArn"}``) and the
   EventBridge rule on executions that end ABORTED, TIMED_OUT or FAILED (the backstop for runs that
-  never reached a release step): the entry leaves the queue, its slot is free; dispatch.
+  never reached a release step): the entry leaves the queue, its slot is free; dispatch. For a split
+  file's flow (``{"split": {"turn": ...}}``) the entry is the one holding the file's turn.
 - ``dispatch_handler``: the EventBridge schedule: sweep (slots of ended executions, lost grants) and
   dispatch (backoff expiries).
 
@@ -85,6 +86,8 @@ def enqueue_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, 
         task_token=str(event["taskToken"]),
         execution_arn=str(event["executionArn"]),
         pause_seconds=float(progress.wait_seconds) if progress.start_attempts else None,
+        turn=run.turn,
+        part=run.part.index if run.part else None,
     )
     return _count(scheduler().enqueue(request))
 

@@ -12,15 +12,17 @@ import io
 import json
 import os
 import random
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
 
-from cli.local_aws import LocalAws
+from cli.local_aws import LocalAws, execution_status_event
 from experiture_ingest.files.layout import errors_key, part_result_key, plan_key, result_key
 from experiture_ingest.files.summary import Summary
-from sandbox.testing import SandboxHandle
+from sandbox.testing import SandboxHandle, peak_running, start_order
 
 BUCKET = "ingest-split"
 MIB = 1024 * 1024
@@ -28,6 +30,13 @@ MIB = 1024 * 1024
 
 @pytest.fixture
 def aws(sandbox: SandboxHandle) -> Iterator[LocalAws]:
+    with _local(sandbox) as local:
+        yield local
+
+
+@contextmanager
+def _local(sandbox: SandboxHandle, schedule_seconds: float | None = 1.0) -> Iterator[LocalAws]:
+    """A local stack splitting at 1 MiB; without ``schedule_seconds``, no scheduled sweep/dispatch."""
     env = {
         "EXPERITURE_API_URL": sandbox.base_url,
         "EXPERITURE_API_TOKEN": sandbox.token,
@@ -37,7 +46,7 @@ def aws(sandbox: SandboxHandle) -> Iterator[LocalAws]:
         "IMPORT_POLL_FACTOR": "1",
         "IMPORT_POLL_MAX_SECONDS": "1",
     }
-    with LocalAws(env=env) as local:
+    with LocalAws(env=env, schedule_seconds=schedule_seconds) as local:
         local.s3.create_bucket(Bucket=BUCKET)
         local.s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
         yield local
@@ -219,6 +228,7 @@ def test_a_failed_part_makes_the_file_partially_failed_naming_its_rows_and_a_red
     # Then the file is partially_failed, and names the rows of the part that did not land
     assert summary["_status"] == "FAILED"
     assert summary["outcome"] == "partially_failed"
+    assert _leftovers(aws) == {}, "the file's turn and every part's slot were given back"
     first, *rest = summary["parts"]
     assert first["outcome"] == "failed"
     assert all(p["outcome"] in ("completed", "completed_with_errors") for p in rest)
@@ -271,6 +281,134 @@ def test_a_gzip_file_over_the_part_size_is_refused_with_its_size_and_the_fix(
     )
     assert "Split the data before compressing" in summary["reason"]["message"]
     assert sandbox.admin.import_jobs() == [] and aws.executions() == []
+
+
+def _small_csv(header: list[str], rows: list[list[str]]) -> bytes:
+    return ("\n".join(",".join(row) for row in [header, *rows]) + "\n").encode()
+
+
+def _leftovers(aws: LocalAws) -> dict[str, list[str]]:
+    """What the import queue's table still holds: entries (holders included), slots and object locks."""
+    left: dict[str, list[str]] = {}
+    for pk in ("queue", "slot", "lock"):
+        items = aws.dynamodb.query(
+            TableName=aws.queue_table,
+            KeyConditionExpression="pk = :pk",
+            ExpressionAttributeValues={":pk": {"S": pk}},
+            ConsistentRead=True,
+        )["Items"]
+        if items:
+            left[pk] = [item["sk"]["S"] for item in items]
+    return left
+
+
+def _wait_until(condition: Any, timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while not (value := condition()):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} not met after {timeout} s")
+        time.sleep(0.1)
+    return value
+
+
+def _all_ended(aws: LocalAws, timeout: float = 120.0) -> dict[str, str]:
+    """{execution name: status} once every execution (parts' runs included) has ended."""
+    listed = _wait_until(
+        lambda: (found := aws.executions()) and all(e["status"] != "RUNNING" for e in found) and found,
+        timeout,
+        "every execution ended",
+    )
+    return {e["name"]: e["status"] for e in listed}
+
+
+def test_a_split_file_holds_its_objects_turn_so_a_later_file_of_the_object_starts_after_all_its_parts(
+    aws: LocalAws, sandbox: SandboxHandle
+) -> None:
+    # Given a CSV of contacts over three 1 MiB parts, dropped first; jobs that take a moment
+    sandbox.admin.configure(importJobSeconds=0.3)
+    data, _, _ = _contacts_csv(30_000, bad_every=10**9)
+    big = "incoming/contacts/big.csv"
+    assert aws.drop(BUCKET, big, data)["files"][0]["outcome"] == "splitting"
+    # Then from its hand-off it holds contacts' turn in the import queue (one entry, no slot)
+    [holder] = [e for e in aws.queue() if e.status == "holding"]
+    assert (holder.key, holder.group, holder.slot) == (big, "object:contacts", None)
+
+    # When a small contacts file and an orders file are dropped after it (while its parts upload)
+    later = "incoming/contacts/later.csv"
+    orders = "incoming/orders/o1.csv"
+    assert aws.drop(BUCKET, later, _small_csv(["email", "first_name"], [["late@example.com", "Late"]]))
+    order = ["o-1", "a@example.com", "5", "2026-01-01T00:00:00Z", "new"]
+    assert aws.drop(
+        BUCKET, orders, _small_csv(["order_id", "email", "amount", "ordered_at", "status"], [order])
+    )
+    statuses = _all_ended(aws, timeout=180)
+
+    # Then everything completed
+    assert set(statuses.values()) == {"SUCCEEDED"}, statuses
+    summary = _summary(aws, big)
+    parts = [p["jobId"] for p in summary["parts"]]
+    assert len(parts) >= 3 and summary["outcome"] in ("completed", "completed_with_errors")
+    later_job, orders_job = _summary(aws, later)["jobId"], _summary(aws, orders)["jobId"]
+    # And the workspace's timeline: every part of the split file started (in order) before the later
+    # contacts file, never two contacts jobs at once, and orders was not held back by the split file
+    timeline = sandbox.admin.import_timeline()
+    assert start_order(timeline, "contacts", field="jobId") == [*parts, later_job]
+    assert peak_running(timeline, "contacts") == 1
+    started = start_order(timeline, field="jobId")
+    assert started.index(orders_job) < started.index(parts[-1])
+    # And the later file's row is the last written on contacts (nothing landed between two parts)
+    assert sandbox.admin.records("contacts")[-1]["email"] == "late@example.com"
+    # And no holder, slot or lock is left in the queue's table
+    assert _leftovers(aws) == {}
+
+
+@pytest.mark.parametrize("backstop", ["execution-status-event", "sweeper-only"])
+def test_aborting_a_split_execution_gives_its_objects_turn_back(
+    sandbox: SandboxHandle, backstop: str
+) -> None:
+    # Given a split file of contacts importing its parts (slow jobs), and a later contacts file waiting
+    # (with the event as the backstop, no scheduled sweep runs: the event alone must free the turn)
+    schedule = None if backstop == "execution-status-event" else 1.0
+    with _local(sandbox, schedule) as aws:
+        sandbox.admin.configure(importJobSeconds=2.0)
+        data, _, _ = _contacts_csv(30_000, bad_every=10**9)
+        big, later = "incoming/contacts/big.csv", "incoming/contacts/later.csv"
+        aws.drop(BUCKET, big, data)
+        split_arn = _summary(aws, big)["executionArn"]
+        aws.drop(BUCKET, later, _small_csv(["email", "first_name"], [["late@example.com", "Late"]]))
+        _wait_until(lambda: [e for e in aws.executions() if "-p00001-" in e["name"]], 60, "part 1's run")
+        # (the later file waits behind the split file's turn)
+        later_job = _wait_until(
+            lambda: _summary_or_none(aws, later).get("jobId"), 30, "the later file handed off"
+        )
+        queued = {e.job_id: e.status for e in aws.queue()}
+        assert queued.get(later_job) in ("registered", "waiting") and "holding" in queued.values(), queued
+
+        # When the split execution is aborted (a user's StopExecution), no release step of its own running
+        aws.sfn.stop_execution(executionArn=split_arn, error="Aborted", cause="stopped by the user")
+        _wait_until(lambda: aws.describe(split_arn).status == "ABORTED", 30, "the split execution aborted")
+        if backstop == "execution-status-event":  # what EventBridge delivers in AWS (moto emits none)
+            aws.invoke("ImportReleaseFunction", execution_status_event(aws.sfn, split_arn))
+
+        # Then its turn is given back: the later contacts file starts and completes
+        _wait_until(
+            lambda: _summary_or_none(aws, later).get("outcome") not in (None, "uploaded"),
+            90,
+            "the later file",
+        )
+        done = _summary(aws, later)
+        assert done["outcome"] == "completed", done
+        assert later_job in start_order(sandbox.admin.import_timeline(), "contacts", field="jobId")
+        # And once every run has ended, no holder, slot or lock is left
+        _all_ended(aws, timeout=90)
+        _wait_until(lambda: _leftovers(aws) == {}, 10, "an empty queue table")
+
+
+def _summary_or_none(aws: LocalAws, key: str) -> dict[str, Any]:
+    try:
+        return _summary(aws, key)
+    except aws.s3.exceptions.NoSuchKey:
+        return {}
 
 
 @pytest.mark.slow

@@ -160,6 +160,7 @@ def test_a_manifest_missing_a_mandatory_part_fails_naming_it_and_imports_nothing
         "finishedAt": held["load"]["finishedAt"],
     }
     assert "No job was opened" in held["message"]
+    assert aws.queue() == []  # the load's turn in the import queue was given back on the refusal
 
 
 def test_a_success_marker_loads_its_folder_as_one(aws: LocalAws, sandbox: SandboxHandle) -> None:
@@ -189,3 +190,4 @@ def test_a_success_marker_loads_its_folder_as_one(aws: LocalAws, sandbox: Sandbo
         assert held["outcome"] == "completed" and held["waitingFor"] == "_SUCCESS"
         assert held["load"]["key"] == f"{folder}/_SUCCESS"
         assert held["load"]["jobIds"] == [summary["parts"][0]["jobId"]]
+    assert aws.queue() == []  # the load's turn in the import queue was given back

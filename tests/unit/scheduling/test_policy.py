@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from experiture_ingest.scheduling import Entry, arrival_order, group_of, plan_grants, sequencer_value
+from experiture_ingest.scheduling import Entry, arrival_order, group_of, plan_grants, sequencer_value, turn_id
+from experiture_ingest.scheduling.policy import Status
 
 T0 = datetime(2026, 4, 1, tzinfo=UTC)
 
@@ -92,3 +93,55 @@ def test_a_file_handed_off_but_not_yet_waiting_keeps_its_objects_turn():
     waiting = [first, file("c2", "contacts", 2), file("o1", "orders", 3)]
     # Then the second does not overtake the first; other objects are not held back
     assert ids(plan_grants(waiting, [], capacity=10, now=at(10))) == ["o1"]
+
+
+def holder(name: str, obj: str, second: float) -> Entry:
+    """A split file's turn, as the intake registers it at hand-off."""
+    key = f"incoming/{obj}/{name}.csv"
+    group = group_of(obj, "b", key, parallel=False)
+    return Entry(turn_id(name), group, f"b/{key}", at(second), "01", at(second), "holding")
+
+
+def part(job: str, of: Entry, index: int, queued: float, status: Status = "waiting") -> Entry:
+    """One part's run of the split file ``of`` in the queue (it takes the holder's group)."""
+    return Entry(job, of.group, of.source, of.event_time, of.sequencer, at(queued), status, of.job_id, index)
+
+
+def test_a_split_file_holds_its_objects_turn_between_its_parts_and_lets_only_them_through():
+    # Given a split file of contacts handed off first, then a small contacts file and an orders file
+    big = holder("big", "contacts", 1)
+    later, orders = file("c2", "contacts", 2), file("o1", "orders", 3)
+    # When no part is waiting yet (the parts are uploading, or one part ended and the next is not queued)
+    # Then the later contacts file waits behind the holder; orders is not held back
+    assert ids(plan_grants([later, big, orders], [], capacity=10, now=at(10))) == ["o1"]
+    # When part 1 waits (queued after the later file): it goes at its holder's place
+    assert ids(plan_grants([later, orders, part("p1", big, 1, 9), big], [], capacity=10, now=at(10))) == [
+        "p1",
+        "o1",
+    ]
+    # When part 2 runs: the object is busy, the later file still waits
+    running = [part("p2", big, 2, 11, "running")]
+    assert plan_grants([later, big], running, capacity=10, now=at(12)) == []
+    # And once the holder is gone (the split flow ended), the later file starts
+    assert ids(plan_grants([later, orders], [], capacity=10, now=at(20))) == ["c2", "o1"]
+
+
+def test_a_holder_lets_its_parts_through_in_part_order_and_waits_its_own_turn():
+    # Given a contacts file dropped before the split file, still running
+    earlier = file("c0", "contacts", 0)
+    big = holder("big", "contacts", 1)
+    parts = [part("p3", big, 3, 5), part("p2", big, 2, 6)]
+    # Then the split file's parts wait for it
+    assert plan_grants([big, *parts], [earlier], capacity=10, now=at(10)) == []
+    # And when it ended: the lowest part first, one at a time
+    assert ids(plan_grants([*parts, big], [], capacity=10, now=at(10))) == ["p2"]
+
+
+def test_a_holder_never_takes_a_slot_and_a_part_whose_holder_is_gone_is_an_ordinary_file():
+    big = holder("big", "contacts", 1)
+    orphan = part("p1", big, 1, 5)
+    orders = file("o1", "orders", 2)
+    # A holder and a waiting file with capacity 1: the file starts (the holder counts for nothing)
+    assert ids(plan_grants([big, orders], [], capacity=1, now=at(10))) == ["o1"]
+    # A part whose holder left the queue (released by a backstop) starts in its arrival order
+    assert ids(plan_grants([orders, orphan], [], capacity=10, now=at(10))) == ["p1", "o1"]

@@ -184,3 +184,95 @@ def test_a_file_registered_at_hand_off_is_not_overtaken_by_a_later_file_of_its_o
     assert sfn.granted == ["arn:exec:o1", "arn:exec:c1"]
     sched.release("c1")
     assert sfn.granted[-1] == "arn:exec:c2"
+
+
+def test_a_split_files_turn_holds_its_object_between_its_parts_until_released(table: QueueTable):
+    # Given a split file of contacts handed off (its turn registered by the intake), then a later
+    # contacts file and an orders file waiting
+    from experiture_ingest.scheduling import QueueEntry, turn_id
+
+    sfn, clock = Executions(), Clock()
+    sched = scheduler(table, sfn, clock, capacity=1)
+    turn = turn_id("big.csv-00")
+    split_arn = "arn:exec:split"
+    sfn.status[split_arn] = "RUNNING"
+    table.add(
+        QueueEntry(
+            turn, "contacts", "object:contacts", "b", "incoming/contacts/big.csv", T0, "00", T0, "holding",
+            execution_arn=split_arn,
+        )
+    )  # fmt: skip
+    enqueue(sched, sfn, "c2", "contacts", 1)
+    enqueue(sched, sfn, "o1", "orders", 2)
+    # Then orders takes the one slot (the holder takes none); contacts' later file waits
+    assert sfn.granted == ["arn:exec:o1"]
+    sched.release("o1")
+
+    def enqueue_part(index: int) -> None:
+        arn = f"arn:exec:part{index}"
+        sfn.waiting[f"token-part{index}"] = arn
+        sfn.status[arn] = "RUNNING"
+        sched.enqueue(
+            Enqueue(
+                job_id=f"p{index}",
+                object_name="contacts",
+                group="key:b/incoming/contacts/other-key.csv",  # a manifest's part names another key
+                bucket="b",
+                key="incoming/contacts/big.csv",
+                event_time=T0,
+                sequencer="00",
+                task_token=f"token-part{index}",
+                execution_arn=arn,
+                turn=turn,
+                part=index,
+            )
+        )
+
+    # When its parts come one after the other, each released before the next is queued
+    for index in (1, 2, 3):
+        enqueue_part(index)
+        assert sfn.granted[-1] == f"arn:exec:part{index}"
+        assert {e.job_id: e.group for e in table.entries()}[f"p{index}"] == "object:contacts"
+        sched.release(f"p{index}")
+        assert "arn:exec:c2" not in sfn.granted, "the later file started between two parts"
+    # And when the flow ends and its turn is released, the later file starts, and nothing is left
+    report = sched.release(turn)
+    assert report.released == [turn] and sfn.granted[-1] == "arn:exec:c2"
+    sched.release("c2")
+    assert table.entries() == []
+
+
+def test_the_sweeper_frees_the_turn_of_a_split_execution_that_ended_without_releasing_it(table: QueueTable):
+    from experiture_ingest.scheduling import QueueEntry, turn_id
+
+    sfn, clock = Executions(), Clock()
+    sched = scheduler(table, sfn, clock, capacity=2)
+    for name, arn, status in [("a", "arn:exec:split-a", "ABORTED"), ("b", "arn:exec:split-b", "RUNNING")]:
+        sfn.status[arn] = status
+        table.add(
+            QueueEntry(
+                turn_id(name), "contacts", "object:contacts", "b", f"incoming/contacts/{name}.csv",
+                T0, "00", T0, "holding", execution_arn=arn,
+            )
+        )  # fmt: skip
+    # An intake that wrote a turn but whose execution never started (a failed StartExecution)
+    table.add(
+        QueueEntry(
+            turn_id("c"), "orders", "object:orders", "b", "incoming/orders/c.csv", T0, "00", T0, "holding",
+            execution_arn="arn:exec:never-started",
+        )
+    )  # fmt: skip
+    sfn_describe = sfn.describe_execution
+
+    def describe(executionArn: str) -> dict[str, Any]:
+        if executionArn not in sfn.status:
+            raise ClientError({"Error": {"Code": "ExecutionDoesNotExist", "Message": "no"}}, "Describe")
+        return sfn_describe(executionArn)
+
+    sfn.describe_execution = describe  # type: ignore[method-assign]
+    # When the sweeper runs: the ended execution's turn goes; the running one's stays; the never
+    # started one stays within the grace time (its execution may be starting) and goes after it
+    assert sched.sweep().released == [turn_id("a")]
+    clock.now += timedelta(seconds=900)
+    assert sched.sweep().released == [turn_id("c")]
+    assert [e.job_id for e in table.entries()] == [turn_id("b")]

@@ -75,6 +75,26 @@ def test_status_lists_running_then_waiting_files_with_object_and_wait(dynamodb, 
     assert 539 <= rows[1]["waited_seconds"] <= 570
 
 
+def test_status_shows_a_split_file_holding_its_objects_turn_before_the_files_behind_it(dynamodb, capsys):
+    # Given a split file of contacts handed off (its turn held), and a later contacts file waiting
+    create_table(dynamodb, load_template(), QUEUE_TABLE_ID, "experiture-ingest-import-queue")
+    queue = QueueTable(dynamodb, "experiture-ingest-import-queue")
+    assert queue.add(entry("turn:big.csv-01", "contacts", "incoming/contacts/big.csv", 0, "holding"))
+    assert queue.add(entry("imp_2", "contacts", "incoming/contacts/later.csv", 1))
+
+    # When the user asks for the status
+    assert main(["status"]) == 0
+
+    # Then the split file is listed first as holding, and counted apart from the waiting files
+    out = capsys.readouterr().out.splitlines()
+    rows = [line.split() for line in out if "incoming/" in line]
+    assert [(r[0], r[-2]) for r in rows] == [
+        ("holding", "incoming/contacts/big.csv"),
+        ("waiting", "incoming/contacts/later.csv"),
+    ]
+    assert "0 running, 1 waiting, 1 split file(s) holding their object's turn" in out
+
+
 def test_status_of_a_deployed_stack_finds_its_table_through_cloudformation(dynamodb, capsys):
     # Given a stack whose output names its queue table
     cfn = boto3.client("cloudformation", region_name="us-east-1")

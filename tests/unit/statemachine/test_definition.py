@@ -17,6 +17,12 @@ from cli.local_aws import (
 
 DEFINITION = ROOT / "statemachine" / "import_job.asl.json"
 RELEASES = {"ReleaseAfterImport", "ReleaseAfterFailure", "ReleaseAfterReportError"}
+TURN_RELEASES = {
+    "ReleaseTurnAfterImport",
+    "ReleaseTurnAfterFailure",
+    "ReleaseTurnAfterRefusal",
+    "ReleaseTurnAfterReportError",
+}
 
 
 @pytest.fixture(scope="module")
@@ -137,11 +143,11 @@ def test_every_task_retries_transient_errors_with_capped_jitter_and_catches_to_a
         assert catch[-1]["ErrorEquals"] == ["States.ALL"], name
         target = {
             "ReportFailure": "ReleaseAfterReportError",
-            "ReportSplitFailure": "SplitSummaryNotWritten",
+            "ReportSplitFailure": "ReleaseTurnAfterReportError",
             "PlanParts": "ReportSplitFailure",
             "CombineParts": "ReportSplitFailure",
         }.get(name, "ReportFailure")
-        if name in RELEASES:  # a release that fails does not change how the run ends (sweeper backstop)
+        if name in RELEASES | TURN_RELEASES:  # a failed release does not change the ending (sweeper backstop)
             target = state["Next"]
         assert catch[-1]["Next"] == target, name
         for earlier in catch[:-1]:  # only a continuation that already exists ends otherwise
@@ -197,11 +203,13 @@ def test_no_path_ends_without_a_summary(states):
             sources.setdefault(target, set()).add(name)
     # (the split branch: AfterPlan follows PlanParts, which wrote the refusal; AfterCombine follows
     # CombineParts, which wrote the file's summary; ReportSplitFailure writes the failure summary)
-    allowed = RELEASES | {"ContinueAsNew", "AfterPlan", "AfterCombine", "ReportSplitFailure"}
+    allowed = RELEASES | TURN_RELEASES | {"ContinueAsNew"}
     for end in ends:
         assert sources.get(end, set()) <= allowed, f"{end} is reached from {sources.get(end)}"
     for release in RELEASES:  # and every release comes right after a summary was written (or tried)
         assert sources[release] <= {"Collect", "ReportFailure"}, release
+    for release in TURN_RELEASES:
+        assert sources[release] <= {"AfterPlan", "AfterCombine", "ReportSplitFailure"}, release
     assert states["ImportFailed"]["CausePath"] == "$.report.cause"
 
 
@@ -221,6 +229,22 @@ def test_every_ending_but_a_continuation_gives_the_slot_back(states):
         assert states[release]["ResultPath"] is None
     # A continuation keeps the slot: the next execution of the run holds it
     assert states["ContinuedAsNew"]["Type"] == "Succeed"
+
+
+def test_every_ending_of_the_split_flow_gives_the_files_turn_back(states):
+    # Given the ends of the split branch (the file holds its object's turn in the queue from hand-off)
+    for end in ("SplitImported", "SplitImportFailed", "SplitRefused", "SplitSummaryNotWritten"):
+        # Then each is reached only through a turn release, passing the state (which holds the split)
+        feeding = [
+            n
+            for n, s in states.items()
+            if s.get("Next") == end or end in [c["Next"] for c in s.get("Catch", [])]
+        ]
+        assert feeding and set(feeding) <= TURN_RELEASES, end
+    for release in TURN_RELEASES:
+        assert states[release]["Resource"] == "${ReleaseFunctionArn}"
+        assert states[release]["Parameters"]["state.$"] == "$"
+        assert states[release]["ResultPath"] is None
 
 
 def test_a_file_waits_for_its_slot_on_a_task_token_bounded_by_the_queue_limit(states):

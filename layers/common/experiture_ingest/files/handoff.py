@@ -96,6 +96,8 @@ class ImportRun(_Doc):
     poll: PollSettings = Field(default_factory=PollSettings)
     intake: IntakeRecord = Field(default_factory=IntakeRecord)
     part: PartRef | None = None
+    # A part's run: the import queue's entry holding its file's turn (scheduling.turn_id).
+    turn: str | None = None
 
 
 class SplitRun(_Doc):
@@ -112,3 +114,6 @@ class SplitRun(_Doc):
     execution_name: str | None = None
     # Set for a warehouse export: the source is its manifest (or _SUCCESS marker), whose parts load as one.
     manifest: Literal["manifest", "_SUCCESS"] | None = None
+    # The import queue's entry holding the file's turn while its parts import (set by the intake when
+    # it registered one): every part's run carries it, and the flow's release steps remove it.
+    turn: str | None = None

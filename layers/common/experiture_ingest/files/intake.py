@@ -88,7 +88,7 @@ from experiture_ingest.limits import (
     PART_MIN_BYTES,
     SINGLE_PUT_MAX_BYTES,
 )
-from experiture_ingest.scheduling.policy import group_of, padded_sequencer
+from experiture_ingest.scheduling.policy import group_of, padded_sequencer, turn_id
 from experiture_ingest.scheduling.table import QueueEntry, QueueTable, QueueUnavailableError
 
 if TYPE_CHECKING:
@@ -519,7 +519,15 @@ class Intake:
         manifest: Literal["manifest", "_SUCCESS"] | None = None,
     ) -> IntakeOutcome:
         """A file over the part size (or an export's manifest): the state machine plans, uploads and
-        imports its parts."""
+        imports its parts. The file holds its object's turn in the queue until the flow ends."""
+        try:
+            turn = self._register_turn(source, object_name, options, name)
+        except (ClientError, BotoCoreError) as exc:
+            return self._aws_failure(file, exc, "put the file in the import queue")
+        except QueueUnavailableError as exc:
+            cause = exc.__cause__
+            assert isinstance(cause, ClientError | BotoCoreError)
+            return self._aws_failure(file, cause, "put the file in the import queue")
         run = SplitRun(
             object_name=object_name,
             source=source,
@@ -530,6 +538,7 @@ class Intake:
             workers=self.settings.part_workers,
             execution_name=name,
             manifest=manifest,
+            turn=turn,
         )
         try:
             started = self.sfn.start_execution(
@@ -736,6 +745,31 @@ class Intake:
                 execution_arn=self._execution_arn(name),
             )
         )
+
+    def _register_turn(
+        self, source: SourceObject, object_name: str, options: FileOptions, name: str
+    ) -> str | None:
+        """A split file (or an export's load) holds its object's turn from hand-off until its flow
+        ends, so a file dropped later cannot start between two of its parts; its id, or None (no
+        queue table: a bare local run)."""
+        if self.versions is None:
+            return None
+        turn = turn_id(name)
+        self.versions.add(  # False: a concurrent delivery wrote it; start_execution tells which won
+            QueueEntry(
+                job_id=turn,
+                object_name=object_name,
+                group=group_of(object_name, source.bucket, source.key, parallel=bool(options.parallel_jobs)),
+                bucket=source.bucket,
+                key=source.key,
+                event_time=source.event_time or self._clock(),
+                sequencer=source.sequencer,
+                queued_at=self._clock(),
+                status="holding",
+                execution_arn=self._execution_arn(name),
+            )
+        )
+        return turn
 
     def _superseded(self, file: _File, newer: str) -> IntakeOutcome:
         dropped = file.dropped

@@ -16,6 +16,7 @@ from experiture_ingest.scheduling.policy import (
     plan_grants,
     refusal_backoff,
     sequencer_value,
+    turn_id,
 )
 from experiture_ingest.scheduling.scheduler import (
     DispatchReport,
@@ -50,4 +51,5 @@ __all__ = [
     "plan_grants",
     "refusal_backoff",
     "sequencer_value",
+    "turn_id",
 ]

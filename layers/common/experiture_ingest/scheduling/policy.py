@@ -9,7 +9,11 @@ the output is the waiting entries to grant a start slot, in the order to grant t
 - files start in arrival order: S3 event time across keys, the ``sequencer`` within one key (S3 gives
   no order between events, the sequencer orders the events of one key);
 - a capacity refusal by the API pauses every grant until ``paused_until`` (head-of-line: the refused
-  file keeps its place, nothing behind it overtakes it, and the workspace is not hammered).
+  file keeps its place, nothing behind it overtakes it, and the workspace is not hammered);
+- a split file (or an export's load) holds its group's turn with one ``holding`` entry for as long as
+  its parts are imported: its parts (entries whose ``turn`` is the holder's id) go at the holder's
+  place, in part order, and later files of the group wait behind it. A holder is not a job: it never
+  takes a slot.
 
 >>> from datetime import UTC, timedelta
 >>> t = datetime(2026, 1, 1, tzinfo=UTC)
@@ -31,7 +35,10 @@ from typing import Literal
 
 # registered: handed off by the intake, its execution not yet waiting (it blocks its group: a file
 # dropped earlier is never overtaken by a later one of the same object that reached the queue first)
-Status = Literal["registered", "waiting", "running"]
+# holding: a split file (or an export's load) whose parts are being imported: it blocks its group for
+# everything but its own parts, between them too, until the split flow ends
+Status = Literal["registered", "waiting", "running", "holding"]
+TURN_PREFIX = "turn:"
 SEQUENCER_WIDTH = 64  # S3 sequencers are a few dozen hex digits at most
 
 
@@ -55,6 +62,15 @@ def group_of(object_name: str, bucket: str, key: str, *, parallel: bool) -> str:
     return f"key:{bucket}/{key}" if parallel else f"object:{object_name}"
 
 
+def turn_id(execution_name: str) -> str:
+    """The queue id of the entry that holds a split file's turn: named after its split execution.
+
+    >>> turn_id("big.csv-0123abcd")
+    'turn:big.csv-0123abcd'
+    """
+    return f"{TURN_PREFIX}{execution_name}"
+
+
 @dataclass(frozen=True)
 class Entry:
     """One file in the queue: what ordering and grouping need (the table stores more)."""
@@ -66,6 +82,8 @@ class Entry:
     sequencer: str | None
     queued_at: datetime
     status: Status = "waiting"
+    turn: str | None = None  # a part's: the id of the holder whose turn it runs in
+    part: int | None = None  # a part's index: the holder lets its parts through in this order
 
 
 def arrival_order(entries: Iterable[Entry]) -> list[Entry]:
@@ -111,22 +129,50 @@ def plan_grants(
     """The waiting entries to start now, in order (see the module's rules).
 
     ``waiting`` may hold ``registered`` entries (files handed off whose execution has not reached the
-    queue yet): they are never granted, and nothing of their group behind them is either.
+    queue yet): they are never granted, and nothing of their group behind them is either. It may hold
+    ``holding`` entries too: at its place, the holder grants its own first waiting part (by index),
+    and nothing else of its group behind it. A part whose holder is gone is an ordinary entry.
+
+    >>> from datetime import UTC, timedelta
+    >>> t = datetime(2026, 1, 1, tzinfo=UTC)
+    >>> def at(s: int) -> datetime: return t + timedelta(seconds=s)
+    >>> split = Entry("turn:big", "object:x", "b/x/big.csv", at(0), "01", at(0), "holding")
+    >>> later = Entry("j9", "object:x", "b/x/small.csv", at(1), "02", at(1))
+    >>> other = Entry("j8", "object:y", "b/y/y.csv", at(2), "03", at(2))
+    >>> [e.job_id for e in plan_grants([later, split, other], [], capacity=10, now=at(3))]
+    ['j8']
+    >>> part2 = Entry("p2", "object:x", "b/x/big.csv", at(0), "01", at(5), turn="turn:big", part=2)
+    >>> [e.job_id for e in plan_grants([later, split, other, part2], [], capacity=10, now=at(5))]
+    ['p2', 'j8']
     """
     if paused_until is not None and now < paused_until:
         return []
     free = capacity - len(running)
     busy = {entry.group for entry in running}
+    holders = {entry.job_id for entry in waiting if entry.status == "holding"}
+    parts: dict[str, list[Entry]] = {}
+    queue: list[Entry] = []
+    for entry in waiting:
+        if entry.turn is not None and entry.turn in holders:
+            parts.setdefault(entry.turn, []).append(entry)
+        else:
+            queue.append(entry)
     grants: list[Entry] = []
-    for entry in arrival_order(waiting):
+    for entry in arrival_order(queue):
         if len(grants) >= free:
             break
         if entry.group in busy:
             continue
         busy.add(entry.group)
-        if entry.status == "waiting":
-            grants.append(entry)
+        # a holder's place goes to its first part; a holder with none waiting just blocks its group
+        candidate = min(parts.get(entry.job_id, [entry]), key=_part_order)
+        if candidate.status == "waiting":
+            grants.append(candidate)
     return grants
+
+
+def _part_order(entry: Entry) -> tuple[int, datetime, str]:
+    return (entry.part or 0, entry.queued_at, entry.job_id)
 
 
 def refusal_backoff(
@@ -158,6 +204,7 @@ def seconds_between(start: datetime, end: datetime) -> float:
 
 __all__ = [
     "SEQUENCER_WIDTH",
+    "TURN_PREFIX",
     "Entry",
     "Status",
     "arrival_order",
@@ -167,4 +214,5 @@ __all__ = [
     "refusal_backoff",
     "seconds_between",
     "sequencer_value",
+    "turn_id",
 ]

@@ -10,7 +10,12 @@ A token that no longer works (``TaskTimedOut``, ``InvalidToken``: the execution 
 out while it waited) gives its slot back at once. :meth:`Scheduler.sweep` (on the schedule) is the
 backstop for slots held by executions that ended without releasing them: it asks
 ``DescribeExecution`` about each *running* entry (at most capacity of them, whatever the queue's
-length), following continue-as-new, and re-sends a grant whose ``SendTaskSuccess`` was lost.
+length) and each split file's turn (``holding``), following continue-as-new, and re-sends a grant
+whose ``SendTaskSuccess`` was lost.
+
+A part of a split file enqueues with ``turn`` (its holder's id, see
+:func:`~experiture_ingest.scheduling.policy.turn_id`): its entry takes the holder's group, and the
+policy lets it through at the holder's place.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from botocore.exceptions import ClientError
 from pydantic import BaseModel, ConfigDict, Field
@@ -69,6 +74,8 @@ class Enqueue:
     task_token: str
     execution_arn: str
     pause_seconds: float | None = None  # set after a capacity refusal: no grants for that long
+    turn: str | None = None  # a split file's part: the id of the entry holding the file's turn
+    part: int | None = None
 
 
 @dataclass
@@ -105,10 +112,12 @@ class Scheduler:
         now = self._clock()
         existing = self.table.entry(request.job_id)
         if existing is None:
+            holder = self.table.entry(request.turn) if request.turn else None
             entry = QueueEntry(
                 job_id=request.job_id,
                 object_name=request.object_name,
-                group=request.group,
+                # a part runs in its file's group (a manifest's part may name another key)
+                group=holder.group if holder and holder.status == "holding" else request.group,
                 bucket=request.bucket,
                 key=request.key,
                 event_time=request.event_time,
@@ -117,6 +126,8 @@ class Scheduler:
                 status="waiting",
                 task_token=request.task_token,
                 execution_arn=request.execution_arn,
+                turn=request.turn,
+                part=request.part,
             )
             if not self.table.add(entry):
                 existing = self.table.entry(request.job_id)
@@ -170,9 +181,10 @@ class Scheduler:
             running = [e for e in entries if e.status == "running"]
             waiting = {e.job_id: e for e in entries if e.status == "waiting"}
             registered = [e for e in entries if e.status == "registered"]
+            holders = [e for e in entries if e.status == "holding"]  # not jobs: never counted
             report.waiting, report.running = len(waiting) + len(registered), len(running)
             plan = plan_grants(
-                [e.policy_entry() for e in [*waiting.values(), *registered]],
+                [e.policy_entry() for e in [*waiting.values(), *registered, *holders]],
                 [e.policy_entry() for e in running],
                 capacity=capacity,
                 now=now,
@@ -207,6 +219,16 @@ class Scheduler:
         now = self._clock()
         released: list[str] = []
         for entry in self.table.entries():
+            if entry.status == "holding":
+                if entry.execution_arn and self._turn_over(entry, now):
+                    logger.warning(
+                        "split file %s: its execution ended without giving its turn back; released",
+                        entry.key,
+                        extra={"execution_arn": entry.execution_arn},
+                    )
+                    if self.table.remove(entry):
+                        released.append(entry.job_id)
+                continue
             if entry.status == "registered":
                 late = seconds_between(entry.queued_at, now) >= self.settings.register_grace_seconds
                 if late and entry.execution_arn and not self._alive(entry.execution_arn):
@@ -262,8 +284,20 @@ class Scheduler:
         self.table.mark_notified(entry.job_id)
         return True
 
+    def _turn_over(self, holder: QueueEntry, now: datetime) -> bool:
+        """Whether a split file's turn is over: its execution ended, or never started in the grace
+        time (the intake writes the turn just before it starts the execution)."""
+        state = self._execution_state(holder.execution_arn or "")
+        if state == "missing":
+            return seconds_between(holder.queued_at, now) >= self.settings.register_grace_seconds
+        return state == "ended"
+
     def _alive(self, execution_arn: str) -> bool:
         """Whether the execution (or the continuation it handed the run to) is still running."""
+        return self._execution_state(execution_arn) == "running"
+
+    def _execution_state(self, execution_arn: str) -> Literal["running", "ended", "missing"]:
+        """The execution's state, through the continuations it handed the run to."""
         arn = execution_arn
         for _ in range(_FOLLOW_CONTINUATIONS):
             try:
@@ -271,15 +305,15 @@ class Scheduler:
                 doc = self.sfn.describe_execution(executionArn=arn)
             except ClientError as exc:
                 if exc.response.get("Error", {}).get("Code") == "ExecutionDoesNotExist":
-                    return False
+                    return "missing" if arn == execution_arn else "ended"
                 raise
             if doc["status"] == "RUNNING":
-                return True
+                return "running"
             following = _continued_as(doc.get("output"))
             if doc["status"] != "SUCCEEDED" or not following:
-                return False
+                return "ended"
             arn = following
-        return True  # a long chain of continuations: assume it lives, the next sweep looks again
+        return "running"  # a long chain of continuations: assume it lives, the next sweep looks again
 
 
 def _continued_as(output: str | None) -> str | None:
@@ -295,10 +329,13 @@ def _continued_as(output: str | None) -> str | None:
 
 
 def job_id_from_input(text: str | None) -> str | None:
-    """The job id in an execution's input: an ImportRun (``jobId``) or a continuation (``run.jobId``).
+    """The queue id in an execution's input: an ImportRun (``jobId``), a continuation (``run.jobId``),
+    or a split file's flow (``split.turn``, the entry holding its turn).
 
     >>> job_id_from_input('{"run": {"jobId": "imp_2"}, "progress": {}}'), job_id_from_input('{"jobId": "imp_1"}')
     ('imp_2', 'imp_1')
+    >>> job_id_from_input('{"split": {"turn": "turn:big.csv-01ab"}, "plan": {}}')
+    'turn:big.csv-01ab'
     """
     try:
         doc = json.loads(text or "")
@@ -306,6 +343,10 @@ def job_id_from_input(text: str | None) -> str | None:
         return None
     if not isinstance(doc, Mapping):
         return None
+    split = doc.get("split")
+    if isinstance(split, Mapping):
+        turn = split.get("turn")
+        return turn if isinstance(turn, str) and turn else None
     run = doc.get("run") if isinstance(doc.get("run"), Mapping) else doc
     job = run.get("jobId") if isinstance(run, Mapping) else None
     return job if isinstance(job, str) and job else None

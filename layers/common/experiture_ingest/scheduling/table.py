@@ -7,7 +7,9 @@ item (``pk`` / ``sk``)      what it holds
                             by the intake | ``waiting`` | ``running``), the waiting execution's
                             task token and ARN, object,
                             group, source key, S3 event time and sequencer, queuedAt, grantedAt,
-                            startAttempts, slot
+                            startAttempts, slot; a part's ``turn`` (its holder's id) and ``part``
+``queue`` / ``turn:<name>``  a split file's turn (status ``holding``, by the intake): its split
+                            execution's ARN, object, group, source, event time, sequencer
 ``slot`` / ``<0000..>``     a held start slot: ``holder`` = job id (at most capacity of them)
 ``lock`` / ``<group>``      the object (or key) whose job runs: ``holder`` = job id
 ``pause`` / ``all``         ``pausedUntil``: no grants before (set by a capacity refusal)
@@ -87,6 +89,8 @@ class QueueEntry:
     granted_at: datetime | None = None
     slot: int | None = None
     notified: bool = False
+    turn: str | None = None
+    part: int | None = None
 
     @property
     def source(self) -> str:
@@ -94,7 +98,15 @@ class QueueEntry:
 
     def policy_entry(self) -> Entry:
         return Entry(
-            self.job_id, self.group, self.source, self.event_time, self.sequencer, self.queued_at, self.status
+            self.job_id,
+            self.group,
+            self.source,
+            self.event_time,
+            self.sequencer,
+            self.queued_at,
+            self.status,
+            self.turn,
+            self.part,
         )
 
     def item(self) -> dict[str, Any]:
@@ -116,10 +128,13 @@ class QueueEntry:
             "taskToken": self.task_token,
             "executionArn": self.execution_arn,
             "grantedAt": _iso(self.granted_at) if self.granted_at else None,
+            "turn": self.turn,
         }
         item.update({name: _s(value) for name, value in optional.items() if value})
         if self.slot is not None:
             item["slot"] = {"N": str(self.slot)}
+        if self.part is not None:
+            item["part"] = {"N": str(self.part)}
         return item
 
     @classmethod
@@ -143,11 +158,16 @@ class QueueEntry:
             granted_at=_parse(text("grantedAt")),
             slot=int(item["slot"]["N"]) if "slot" in item else None,
             notified=bool(item.get("notified", {}).get("BOOL", False)),
+            turn=text("turn"),
+            part=int(item["part"]["N"]) if "part" in item else None,
         )
 
 
+_STATUSES: dict[str, Status] = {"running": "running", "registered": "registered", "holding": "holding"}
+
+
 def _status(text: str | None) -> Status:
-    return "running" if text == "running" else "registered" if text == "registered" else "waiting"
+    return _STATUSES.get(text or "", "waiting")
 
 
 class QueueTable:

@@ -144,7 +144,8 @@ def plan_parts(
         logger.warning("file refused: %s", exc)
         summary_key = _finish(deps.s3, run, summary)
         _report_held(deps, run, summary.outcome, None)
-        return {"refused": True, "outcome": "refused", "summaryKey": summary_key}
+        # the split stays in the state: the release step after a refusal gives the file's turn back
+        return {"refused": True, "outcome": "refused", "summaryKey": summary_key, "split": run.wire()}
     return write_plan(deps.s3, run, plan, state_machine_arn=state_machine_arn)
 
 
@@ -313,6 +314,7 @@ def next_import(
             rows=spec.rows,
             bytes=spec.bytes,
         ),
+        turn=run.turn,
     )
     return {"action": "start", "rounds": 0, "name": name, "input": child.wire()}
 
