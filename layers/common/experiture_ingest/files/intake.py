@@ -728,21 +728,9 @@ class Intake:
         a file of the same object dropped later cannot start first because its execution was faster."""
         if self.versions is None:
             return
-        source = run.source
         self.versions.add(
-            QueueEntry(
-                job_id=run.job_id,
-                object_name=run.object_name,
-                group=group_of(
-                    run.object_name, source.bucket, source.key, parallel=bool(run.options.parallel_jobs)
-                ),
-                bucket=source.bucket,
-                key=source.key,
-                event_time=source.event_time or self._clock(),
-                sequencer=source.sequencer,
-                queued_at=self._clock(),
-                status="registered",
-                execution_arn=self._execution_arn(name),
+            self._queue_entry(
+                run.job_id, run.source, run.object_name, run.options, status="registered", name=name
             )
         )
 
@@ -755,21 +743,33 @@ class Intake:
         if self.versions is None:
             return None
         turn = turn_id(name)
-        self.versions.add(  # False: a concurrent delivery wrote it; start_execution tells which won
-            QueueEntry(
-                job_id=turn,
-                object_name=object_name,
-                group=group_of(object_name, source.bucket, source.key, parallel=bool(options.parallel_jobs)),
-                bucket=source.bucket,
-                key=source.key,
-                event_time=source.event_time or self._clock(),
-                sequencer=source.sequencer,
-                queued_at=self._clock(),
-                status="holding",
-                execution_arn=self._execution_arn(name),
-            )
-        )
+        # False: a concurrent delivery wrote it; start_execution tells which won
+        self.versions.add(self._queue_entry(turn, source, object_name, options, status="holding", name=name))
         return turn
+
+    def _queue_entry(
+        self,
+        job_id: str,
+        source: SourceObject,
+        object_name: str,
+        options: FileOptions,
+        *,
+        status: Literal["registered", "holding"],
+        name: str,
+    ) -> QueueEntry:
+        """The file's queue entry, ordered by its S3 event (time, sequencer) in its object's group."""
+        return QueueEntry(
+            job_id=job_id,
+            object_name=object_name,
+            group=group_of(object_name, source.bucket, source.key, parallel=bool(options.parallel_jobs)),
+            bucket=source.bucket,
+            key=source.key,
+            event_time=source.event_time or self._clock(),
+            sequencer=source.sequencer,
+            queued_at=self._clock(),
+            status=status,
+            execution_arn=self._execution_arn(name),
+        )
 
     def _superseded(self, file: _File, newer: str) -> IntakeOutcome:
         dropped = file.dropped

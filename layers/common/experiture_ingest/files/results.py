@@ -11,7 +11,9 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+from botocore.exceptions import ClientError
 
 from experiture_ingest.files.layout import result_key
 from experiture_ingest.files.summary import Summary
@@ -42,6 +44,23 @@ def write_summary(
         ContentType="application/json",
     )
     return key
+
+
+def read_json(s3: S3Client, bucket: str, key: str) -> Any:
+    """The JSON document at ``key`` (a summary, a plan, an upload record), or None if there is none.
+
+    An unreadable document raises ``ValueError`` (``json.JSONDecodeError``).
+    """
+    try:
+        body = s3.get_object(Bucket=bucket, Key=key)["Body"]
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+            return None
+        raise
+    try:
+        return json.loads(body.read())
+    finally:
+        body.close()
 
 
 def summary_tags(summary: Summary) -> dict[str, str]:

@@ -9,19 +9,17 @@ names outside a ``waitFor`` folder was imported on its own and keeps its own sum
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING
 
 from botocore.exceptions import BotoCoreError, ClientError
-from pydantic import ValidationError
 
 from experiture_ingest.files.collect import storage_errors
 from experiture_ingest.files.layout import result_key
 from experiture_ingest.files.parts.plan import PartPlan
-from experiture_ingest.files.results import summary_tags, tag_source, write_summary
+from experiture_ingest.files.results import read_json, summary_tags, tag_source, write_summary
 from experiture_ingest.files.summary import HeldLoad, Outcome, Summary
 
 if TYPE_CHECKING:
@@ -96,16 +94,9 @@ def _held_summary(s3: S3Client, bucket: str, key: str) -> Summary | None:
     """The file's summary if it was held (it says ``waitingFor``), else None."""
     try:
         with storage_errors("reading a held file's summary"):
-            body = s3.get_object(Bucket=bucket, Key=result_key(key))["Body"]
-            try:
-                summary = Summary.model_validate(json.loads(body.read()))
-            finally:
-                body.close()
-    except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-            return None
-        raise
-    except (ValueError, ValidationError) as exc:
+            doc = read_json(s3, bucket, result_key(key))
+        summary = Summary.model_validate(doc) if doc is not None else None
+    except ValueError as exc:  # not JSON, or not a summary
         logger.warning("a held file's summary is not readable, left as it is: %s", exc, extra={"key": key})
         return None
-    return summary if summary.waiting_for else None
+    return summary if summary is not None and summary.waiting_for else None

@@ -46,7 +46,7 @@ from experiture_ingest.files.parts.manifest import (
 from experiture_ingest.files.parts.plan import PartPlan, PartSpec, plan_split
 from experiture_ingest.files.parts.report import LANDED, combined_summary, merge_errors
 from experiture_ingest.files.parts.upload import PartBody, part_file_name, part_identity, upload_part
-from experiture_ingest.files.results import summary_tags, tag_source, write_summary
+from experiture_ingest.files.results import read_json, summary_tags, tag_source, write_summary
 from experiture_ingest.files.streaming import DEFAULT_CHUNK_BYTES, DEFAULT_READ_AHEAD_BYTES
 from experiture_ingest.files.summary import Execution, Outcome, PartOf, Problem, Split, Summary
 
@@ -94,17 +94,8 @@ def _put_json(s3: S3Client, bucket: str, key: str, doc: Any) -> None:
 
 
 def _get_json(s3: S3Client, bucket: str, key: str) -> Any:
-    try:
-        with storage_errors(f"reading {key}"):
-            body = s3.get_object(Bucket=bucket, Key=key)["Body"]
-            try:
-                return json.loads(body.read())
-            finally:
-                body.close()
-    except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-            return None
-        raise
+    with storage_errors(f"reading {key}"):
+        return read_json(s3, bucket, key)
 
 
 def _finish(s3: S3Client, run: SplitRun, summary: Summary) -> str:
