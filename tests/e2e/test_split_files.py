@@ -184,8 +184,9 @@ def test_a_jsonl_file_over_the_part_size_is_cut_on_lines(aws: LocalAws, sandbox:
 def test_a_parquet_file_over_the_part_size_is_cut_into_valid_parquet_parts(
     aws: LocalAws, sandbox: SandboxHandle
 ) -> None:
-    pa = pytest.importorskip("pyarrow")
-    pq = pytest.importorskip("pyarrow.parquet")
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     # Given ~3 MiB of Parquet in many row groups, some rows with an invalid email
     rng = random.Random(5)
     n_rows = 30_000

@@ -68,9 +68,9 @@ def test_a_header_naming_a_column_twice_is_refused_before_any_job(env, invoke, b
 
 
 def test_a_parquet_schema_naming_a_column_twice_is_refused(env, invoke):
-    pa = pytest.importorskip("pyarrow")
     import io
 
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     # Given a Parquet file with two columns called email

@@ -201,9 +201,10 @@ def test_gzipped_csv(api: httpx.Client, sandbox: SandboxHandle) -> None:
 
 
 def test_parquet(api: httpx.Client, sandbox: SandboxHandle) -> None:
-    pa = pytest.importorskip("pyarrow")
-    pq = pytest.importorskip("pyarrow.parquet")
     from datetime import UTC, datetime
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
 
     table = pa.table(
         {
