@@ -69,6 +69,7 @@ from experiture_ingest.files.header import DuplicateColumnsError, HeaderError, r
 from experiture_ingest.files.layout import INCOMING_PREFIX, version_result_key
 from experiture_ingest.files.options import FileOptions
 from experiture_ingest.files.parts.errors import PartsError
+from experiture_ingest.files.parts.held import hold_unless_loaded
 from experiture_ingest.files.parts.manifest import (
     is_manifest_key,
     is_success_marker,
@@ -168,7 +169,9 @@ class IntakeOutcome:
 
     ``outcome``: ``refused`` (bad input, no API call), ``rejected`` (the API refused the init),
     ``uploaded`` (handed off), ``duplicate`` (already handed off: nothing written), ``superseded``
-    (a newer version of the key is already queued or imported: nothing imported), ``failed``
+    (a newer version of the key is already queued or imported: nothing imported), ``waiting`` (held
+    in a ``waitFor`` folder), ``already_loaded`` (held, but its export's load already ended for this
+    version: a late or repeated event, nothing written), ``failed``
     (transient or configuration failure: ``retry`` tells the handler to raise so Lambda retries and
     then sends the event to the on-failure destination).
     """
@@ -439,7 +442,22 @@ class Intake:
                 "lands (that load's summary lists it)."
             ),
         )
-        self._report(file, tag=True)
+        if self._older_version_key(file) is not None:  # a newer version is known: this one's goes beside
+            self._report(file, tag=True)
+            return IntakeOutcome("waiting", file.summary.wire())
+        dropped = file.dropped
+        try:
+            loaded = hold_unless_loaded(self.s3, dropped.bucket, dropped.key, file.summary)
+        except (ClientError, BotoCoreError) as exc:
+            # Nothing is written: a "failed" summary could hide the load's. Lambda retries the event.
+            logger.error("could not hold the file (its summary was left as it is): %s", exc)
+            return IntakeOutcome("failed", file.summary.wire(), retry=True)
+        if loaded is not None:
+            logger.info(
+                "already loaded with its export (%s): late or repeated event, summary left as it is",
+                loaded.load.key if loaded.load else "?",
+            )
+            return IntakeOutcome("already_loaded", loaded.wire())
         return IntakeOutcome("waiting", file.summary.wire())
 
     def _load_export(
