@@ -97,7 +97,10 @@ def test_a_load_that_ends_before_its_plan_tells_unseen_files_that_exist_and_skip
     # Given a versioned bucket, one part file of the load's folder not seen by the intake yet, and a
     # part the manifest names that is not there
     s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
-    present, missing = "incoming/contacts/unload/0000_part_00.csv", "incoming/contacts/unload/0001_part_00.csv"
+    present, missing = (
+        "incoming/contacts/unload/0000_part_00.csv",
+        "incoming/contacts/unload/0001_part_00.csv",
+    )
     put = s3.put_object(Bucket=BUCKET, Key=present, Body=b"email\na@example.com\n")
     # When the load fails before its plan (only the manifest's keys are known)
     count = report_held_files(
@@ -170,7 +173,9 @@ def test_a_load_written_between_the_holds_read_and_write_is_kept(s3: Any) -> Non
 
     def load_ends() -> None:
         files = {key: LoadedFile(job_ids=["imp_1"], etag=etag, planned=True)}
-        report_held_files(s3, BUCKET, MANIFEST, "completed", files, finished_at=datetime(2026, 4, 1, tzinfo=UTC))
+        report_held_files(
+            s3, BUCKET, MANIFEST, "completed", files, finished_at=datetime(2026, 4, 1, tzinfo=UTC)
+        )
 
     racing = _WritesAfterFirstRead(s3, result_key(key), load_ends)
     # When the held event is handled
