@@ -27,7 +27,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from experiture_ingest.files.collect import StorageUnavailableError, storage_errors
 from experiture_ingest.files.layout import object_name_from_key, result_key
-from experiture_ingest.files.parts.plan import PartPlan
+from experiture_ingest.files.parts.plan import ByteRange, ParquetPiece, PartPlan
 from experiture_ingest.files.results import (
     Stored,
     SummaryChangedError,
@@ -73,7 +73,8 @@ def files_of(plan: PartPlan, job_ids: Mapping[int, str | None]) -> dict[str, Loa
     for spec in plan.parts:
         job = job_ids.get(spec.index)
         # a job's CSV header is its first file's: not a reason to list that job for the file
-        for piece in [*(r for r in spec.ranges if not r.header), *(spec.parquet or [])]:
+        pieces: list[ByteRange | ParquetPiece] = [r for r in spec.ranges if not r.header]
+        for piece in [*pieces, *(spec.parquet or [])]:
             etag = (piece.etag or "").strip('"') or None
             loaded = files.setdefault(
                 piece.key, LoadedFile(version_id=piece.version_id, etag=etag, planned=True)
@@ -93,7 +94,9 @@ def report_held_files(
     finished_at: datetime,
 ) -> int:
     """Write each held file's summary with its load's ending; returns how many were written."""
-    files: Mapping[str, LoadedFile] = held if isinstance(held, Mapping) else {key: LoadedFile() for key in held}
+    files: Mapping[str, LoadedFile] = (
+        held if isinstance(held, Mapping) else {key: LoadedFile() for key in held}
+    )
     load = _Load(load_key, outcome, finished_at)
     written = 0
     for key, loaded in files.items():
@@ -138,7 +141,9 @@ class _Load:
             if summary is None:
                 return None
         in_jobs = (
-            f" Its rows were in job(s) {', '.join(loaded.job_ids)}." if loaded.job_ids else " No job was opened."
+            f" Its rows were in job(s) {', '.join(loaded.job_ids)}."
+            if loaded.job_ids
+            else " No job was opened."
         )
         summary.set(
             outcome=self.outcome,
@@ -167,11 +172,9 @@ class _Load:
         folder = object_name_from_key(self.key)
         if folder is None or object_name_from_key(key) != folder:
             return None  # another folder: such a file is imported on its own
-        version: tuple[str | None, str | None] | None = (loaded.version_id, loaded.etag)
-        if not loaded.planned:
-            version = _current_version(s3, bucket, key)
-            if version is None:
-                return None  # not there (a missing part): nothing to tell
+        version = (loaded.version_id, loaded.etag) if loaded.planned else _current_version(s3, bucket, key)
+        if version is None:
+            return None  # not there (a missing part): nothing to tell
         version_id, etag = version
         return Summary(
             outcome=self.outcome,
