@@ -138,3 +138,24 @@ def test_a_held_event_delivered_again_after_its_load_ended_keeps_the_loads_summa
     assert invoke(env.drop(key, CSV + b"b@example.com\n"))["files"][0]["outcome"] == "waiting"
     summary = env.summary(key)
     assert summary["outcome"] == "waiting" and "load" not in summary
+
+
+def test_a_late_event_for_a_part_deleted_after_its_load_does_not_replace_the_loads_summary(env, invoke):
+    # Given a held part file whose load ended, and which the user then deleted (that exact version)
+    env.put_config("contacts", {"waitFor": "manifest"})
+    key = "incoming/contacts/unload/0000_part_00.csv"
+    event = env.drop(key, CSV)
+    invoke(event)
+    invoke(env.drop(MANIFEST, _manifest(env, [key])))
+    _load_ends(env)
+    env.s3.delete_object(
+        Bucket=env.bucket, Key=key, VersionId=event["Records"][0]["s3"]["object"]["versionId"]
+    )
+    # When S3 delivers the part's event again
+    answer = invoke(event)
+    # Then the intake refuses it (the object is gone) without writing over how its load ended
+    assert answer["files"][0]["outcome"] == "refused"
+    summary = env.summary(key)
+    assert (
+        summary["outcome"] == "completed" and summary["load"]["key"] == MANIFEST and "reason" not in summary
+    )

@@ -221,3 +221,19 @@ def test_a_split_flow_failure_tells_held_files_their_load_failed_and_which_job_h
         held = _summary(s3, key)
         assert held["outcome"] == "failed" and held["load"]["jobIds"] == ["imp_9"]
         assert held["load"]["summaryKey"] == result_key(MANIFEST)
+
+
+def test_a_file_of_the_loads_folder_whose_intake_will_retry_gets_the_loads_summary(s3: Any) -> None:
+    # Given a part file of the load's folder whose event failed in the intake (to be retried by Lambda)
+    key = "incoming/contacts/unload/0000_part_00.csv"
+    put = s3.put_object(Bucket=BUCKET, Key=key, Body=b"email\na@example.com\n")
+    failed = Summary(outcome="failed", key=key, will_retry=True, reason={"code": "SlowDown", "message": "x"})
+    write_summary(s3, BUCKET, key, failed)
+    # When its load ends
+    etag = put["ETag"].strip('"')
+    files = {key: LoadedFile(job_ids=["imp_1"], etag=etag, planned=True)}
+    report_held_files(s3, BUCKET, MANIFEST, "completed", files, finished_at=datetime(2026, 4, 1, tzinfo=UTC))
+    # Then its summary is the load's (the retried event will find it), not the intake's failure
+    summary = _summary(s3, key)
+    assert summary["outcome"] == "completed" and summary["load"]["jobIds"] == ["imp_1"]
+    assert "reason" not in summary and "willRetry" not in summary and summary["etag"] == etag

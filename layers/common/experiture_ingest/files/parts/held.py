@@ -5,11 +5,12 @@ of its manifest (or ``_SUCCESS`` marker) ends, however it ends, its ``results/<k
 rewritten with the load's outcome and ``load``: the manifest's key, the load summary's key and the
 job(s) that held its rows. S3 events come unordered and at least once, so both sides check first:
 
-- the load writes a summary that says ``waitingFor``, or one for a file that has none yet if the
-  file is in the load's own folder (held by the same config: its event is still to come); any other
-  summary is left alone (a file the manifest names elsewhere was imported on its own);
+- the load writes a summary that says ``waitingFor``, or, for a file in the load's own folder (held
+  by the same config), one where there is none yet or only an intake failure to be retried (its
+  event is still to come); any other summary is left alone (a file the manifest names elsewhere was
+  imported on its own);
 - the intake holds a file (:func:`hold_unless_loaded`) unless its summary already has ``load`` for
-  that very version (a late or re-delivered event).
+  that very version (a late or re-delivered event), and writes no refusal or failure over such one.
 
 Both write conditionally (If-Match the ETag read, or If-None-Match when there was none): when one
 writes between the other's read and write, the loser reads again and decides again.
@@ -130,16 +131,17 @@ class _Load:
         """Write one file's summary (conditionally); None when it is not a held file's to write."""
         with storage_errors("reading a held file's summary"):
             stored = read_stored(s3, bucket, result_key(key))
-        if stored.doc is not None:
-            summary = _held_summary(stored.doc, key)
-            if summary is None:
-                return None
+        summary = _summary_of(stored.doc, key) if stored.doc is not None else None
+        if summary is not None and summary.waiting_for:
             if loaded.planned:  # the version whose rows the load read
                 summary.set(version_id=loaded.version_id, etag=loaded.etag)
-        else:
+        elif stored.doc is None or (summary is not None and summary.will_retry):
+            # its event not handled yet, or handled by an intake that failed and will try again
             summary = self._unseen(s3, bucket, key, loaded)
-            if summary is None:
-                return None
+        else:
+            return None  # imported on its own, or not a summary
+        if summary is None:
+            return None
         in_jobs = (
             f" Its rows were in job(s) {', '.join(loaded.job_ids)}."
             if loaded.job_ids
@@ -200,14 +202,13 @@ def _current_version(s3: S3Client, bucket: str, key: str) -> tuple[str | None, s
     return (None if version_id in (None, "null") else version_id), head.get("ETag", "").strip('"') or None
 
 
-def _held_summary(doc: Any, key: str) -> Summary | None:
-    """The file's summary if it was held (it says ``waitingFor``), else None."""
+def _summary_of(doc: Any, key: str) -> Summary | None:
+    """The file's summary, or None when the document is not one (it is then left as it is)."""
     try:
-        summary = Summary.model_validate(doc)
+        return Summary.model_validate(doc)
     except ValueError as exc:  # not a summary
         logger.warning("a held file's summary is not readable, left as it is: %s", exc, extra={"key": key})
         return None
-    return summary if summary.waiting_for else None
 
 
 def loaded_summary(stored: Stored, version_id: str | None, etag: str | None) -> Summary | None:
