@@ -237,3 +237,23 @@ def test_a_file_of_the_loads_folder_whose_intake_will_retry_gets_the_loads_summa
     summary = _summary(s3, key)
     assert summary["outcome"] == "completed" and summary["load"]["jobIds"] == ["imp_1"]
     assert "reason" not in summary and "willRetry" not in summary and summary["etag"] == etag
+
+
+def test_a_summary_that_is_not_json_is_left_by_the_load_and_replaced_by_the_hold(s3: Any) -> None:
+    # Given a part file of the load's folder whose results/<key>.json is not JSON
+    key = "incoming/contacts/unload/0000_part_00.csv"
+    put = s3.put_object(Bucket=BUCKET, Key=key, Body=b"email\na@example.com\n")
+    s3.put_object(Bucket=BUCKET, Key=result_key(key), Body=b"not json")
+    etag = put["ETag"].strip('"')
+    # When its load ends
+    files = {key: LoadedFile(job_ids=["imp_1"], etag=etag, planned=True)}
+    count = report_held_files(
+        s3, BUCKET, MANIFEST, "completed", files, finished_at=datetime(2026, 4, 1, tzinfo=UTC)
+    )
+    # Then the load leaves it as it is
+    assert count == 0
+    assert s3.get_object(Bucket=BUCKET, Key=result_key(key))["Body"].read() == b"not json"
+    # And when the file's event is held, its waiting summary replaces it
+    waiting = Summary(outcome="waiting", key=key, etag=etag, waiting_for="manifest")
+    assert hold_unless_loaded(s3, BUCKET, key, waiting) is None
+    assert _summary(s3, key)["outcome"] == "waiting"

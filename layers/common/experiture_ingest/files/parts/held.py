@@ -129,8 +129,14 @@ class _Load:
 
     def tell(self, s3: S3Client, bucket: str, key: str, loaded: LoadedFile) -> Summary | None:
         """Write one file's summary (conditionally); None when it is not a held file's to write."""
-        with storage_errors("reading a held file's summary"):
-            stored = read_stored(s3, bucket, result_key(key))
+        try:
+            with storage_errors("reading a held file's summary"):
+                stored = read_stored(s3, bucket, result_key(key))
+        except ValueError as exc:  # not JSON
+            logger.warning(
+                "a held file's summary is not readable, left as it is: %s", exc, extra={"key": key}
+            )
+            return None
         summary = _summary_of(stored.doc, key) if stored.doc is not None else None
         if summary is not None and summary.waiting_for:
             if loaded.planned:  # the version whose rows the load read
@@ -237,8 +243,11 @@ def hold_unless_loaded(s3: S3Client, bucket: str, key: str, held: Summary) -> Su
     """
     lost: SummaryChangedError | None = None
     for _ in range(_ATTEMPTS):
-        stored = read_stored(s3, bucket, result_key(key))
-        done = loaded_summary(stored, held.version_id, held.etag)
+        try:
+            stored: Stored | None = read_stored(s3, bucket, result_key(key))
+        except ValueError:  # not JSON: not a load's summary, written over as it always was
+            stored = None
+        done = loaded_summary(stored, held.version_id, held.etag) if stored else None
         summary = done or held
         try:
             tag_source(s3, bucket, key, summary.version_id, summary_tags(summary))
