@@ -191,3 +191,36 @@ def test_a_success_marker_loads_its_folder_as_one(aws: LocalAws, sandbox: Sandbo
         assert held["load"]["key"] == f"{folder}/_SUCCESS"
         assert held["load"]["jobIds"] == [summary["parts"][0]["jobId"]]
     assert aws.queue() == []  # the load's turn in the import queue was given back
+
+
+def test_a_parts_event_handled_after_its_manifests_load_leaves_the_loads_summary(
+    aws: LocalAws, sandbox: SandboxHandle
+) -> None:
+    # Given a folder waiting for manifests and two part files, one whose S3 event is handled late
+    _config(aws, "contacts", "manifest")
+    keys = [f"incoming/contacts/u3/000{n}_part_00.csv" for n in range(2)]
+    early_event, late_event = (aws.put(BUCKET, key, _csv_part(n, 50)) for n, key in enumerate(keys))
+    assert aws.deliver(early_event)["files"][0]["outcome"] == "waiting"
+    # When the manifest's load runs to its end before the late part's event is handled
+    manifest_key = "incoming/contacts/u3/manifest"
+    manifest = {"entries": [{"url": f"s3://{BUCKET}/{k}", "mandatory": True} for k in keys]}
+    status, summary = _load(aws, manifest_key, json.dumps(manifest).encode())
+    assert status == "SUCCEEDED", summary
+    # And then the late part's event, and the early one's again, are handled
+    answers = [aws.deliver(late_event), aws.deliver(early_event)]
+    # Then neither is held again: both part files' summaries say how the load ended, none "waiting"
+    assert [a["files"][0]["outcome"] for a in answers] == ["already_loaded", "already_loaded"]
+    for key in keys:
+        held = _summary(aws, key)
+        Summary.model_validate(held)
+        assert held["outcome"] == summary["outcome"] and held["waitingFor"] == "manifest"
+        assert held["load"]["key"] == manifest_key and held["load"]["jobIds"] == [
+            summary["parts"][0]["jobId"]
+        ]
+        assert aws.s3.get_object_tagging(Bucket=BUCKET, Key=key)["TagSet"] == [
+            {"Key": "experiture-status", "Value": summary["outcome"]}
+        ]
+    # And every row was imported once, in the load's one job
+    emails = [r["email"] for r in sandbox.admin.records("contacts")]
+    assert len(emails) == len(set(emails)) == 100 - sum(_is_bad(n, i) for n in range(2) for i in range(50))
+    assert len(sandbox.admin.import_jobs()) == 1

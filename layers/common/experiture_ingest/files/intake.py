@@ -66,9 +66,10 @@ from experiture_ingest.client.idempotency import derived_key
 from experiture_ingest.files.formats import FileFormat, detect_format, supported_extensions
 from experiture_ingest.files.handoff import ImportRun, IntakeRecord, PollSettings, SourceObject, SplitRun
 from experiture_ingest.files.header import DuplicateColumnsError, HeaderError, read_columns
-from experiture_ingest.files.layout import INCOMING_PREFIX, version_result_key
+from experiture_ingest.files.layout import INCOMING_PREFIX, result_key, version_result_key
 from experiture_ingest.files.options import FileOptions
 from experiture_ingest.files.parts.errors import PartsError
+from experiture_ingest.files.parts.held import hold_unless_loaded, loaded_summary
 from experiture_ingest.files.parts.manifest import (
     is_manifest_key,
     is_success_marker,
@@ -76,7 +77,7 @@ from experiture_ingest.files.parts.manifest import (
     success_folder_entries,
 )
 from experiture_ingest.files.parts.plan import gzip_refusal
-from experiture_ingest.files.results import summary_tags, tag_source, write_summary
+from experiture_ingest.files.results import read_stored, summary_tags, tag_source, write_summary
 from experiture_ingest.files.routing import Refusal, folder_of, load_config, resolve_options
 from experiture_ingest.files.streaming import DEFAULT_CHUNK_BYTES, DEFAULT_READ_AHEAD_BYTES, S3Source
 from experiture_ingest.files.summary import Problem, Split, Summary
@@ -168,7 +169,9 @@ class IntakeOutcome:
 
     ``outcome``: ``refused`` (bad input, no API call), ``rejected`` (the API refused the init),
     ``uploaded`` (handed off), ``duplicate`` (already handed off: nothing written), ``superseded``
-    (a newer version of the key is already queued or imported: nothing imported), ``failed``
+    (a newer version of the key is already queued or imported: nothing imported), ``waiting`` (held
+    in a ``waitFor`` folder), ``already_loaded`` (held, but its export's load already ended for this
+    version: a late or repeated event, nothing written), ``failed``
     (transient or configuration failure: ``retry`` tells the handler to raise so Lambda retries and
     then sends the event to the on-failure destination).
     """
@@ -439,7 +442,22 @@ class Intake:
                 "lands (that load's summary lists it)."
             ),
         )
-        self._report(file, tag=True)
+        if self._older_version_key(file) is not None:  # a newer version is known: this one's goes beside
+            self._report(file, tag=True)
+            return IntakeOutcome("waiting", file.summary.wire())
+        dropped = file.dropped
+        try:
+            loaded = hold_unless_loaded(self.s3, dropped.bucket, dropped.key, file.summary)
+        except (ClientError, BotoCoreError) as exc:
+            # Nothing is written: a "failed" summary could hide the load's. Lambda retries the event.
+            logger.error("could not hold the file (its summary was left as it is): %s", exc)
+            return IntakeOutcome("failed", file.summary.wire(), retry=True)
+        if loaded is not None:
+            logger.info(
+                "already loaded with its export (%s): late or repeated event, summary left as it is",
+                loaded.load.key if loaded.load else "?",
+            )
+            return IntakeOutcome("already_loaded", loaded.wire())
         return IntakeOutcome("waiting", file.summary.wire())
 
     def _load_export(
@@ -850,12 +868,26 @@ class Intake:
         self._report(file, tag=False)
         return IntakeOutcome("failed", file.summary.wire(), retry=True, abandoned_job_ids=file.abandoned)
 
+    def _already_loaded(self, file: _File) -> bool:
+        """Whether ``results/<key>.json`` already says how this version's export load ended."""
+        dropped = file.dropped
+        try:
+            stored = read_stored(self.s3, dropped.bucket, result_key(dropped.key))
+        except (ClientError, BotoCoreError, ValueError):
+            return False  # unknown: the refusal or failure is written as always
+        return loaded_summary(stored, file.version_id, file.etag) is not None
+
     def _report(self, file: _File, *, tag: bool) -> None:
         """Write the summary and tag the source; a tagging failure must not hide the summary.
 
         ``results/<key>.json`` always describes the key's newest version: a summary of an older one
-        (a newer version's event was handled meanwhile) goes beside it.
+        (a newer version's event was handled meanwhile) goes beside it. A refusal or failure does
+        not replace the summary of a held file whose export's load already ended for this version
+        (a late event for a part since deleted, or one that failed on its way to the hold).
         """
+        if file.summary.outcome in ("refused", "failed") and self._already_loaded(file):
+            logger.warning("%s: not written over the summary of this version's load", file.summary.outcome)
+            return
         write_summary(
             self.s3, file.dropped.bucket, file.dropped.key, file.summary, key=self._older_version_key(file)
         )

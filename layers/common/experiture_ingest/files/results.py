@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
@@ -27,22 +28,59 @@ _MAX_TAGS = 10  # S3's limit per object
 _TAG_UNSAFE = re.compile(r"[^\w .:/=+\-@]")
 
 
+# S3's answers to a conditional write that lost: changed (412), written concurrently (409), gone.
+_CHANGED_CODES = frozenset({"PreconditionFailed", "ConditionalRequestConflict", "NoSuchKey"})
+
+
+@dataclass(frozen=True)
+class Stored:
+    """A JSON document as read (None: there was none) and its ETag, for a conditional write."""
+
+    doc: Any
+    etag: str | None = None
+
+
+class SummaryChangedError(Exception):
+    """A conditional summary write lost: the summary changed (or appeared) since it was read."""
+
+    def __init__(self, key: str, error: ClientError) -> None:
+        super().__init__(f"{key} changed since it was read ({error.response.get('Error', {}).get('Code')})")
+        self.error = error
+
+
 def write_summary(
-    s3: S3Client, bucket: str, source_key: str, summary: Summary, *, key: str | None = None
+    s3: S3Client,
+    bucket: str,
+    source_key: str,
+    summary: Summary,
+    *,
+    key: str | None = None,
+    replacing: Stored | None = None,
 ) -> str:
     """Write ``results/<source key>.json`` (or ``key``) and return its key.
 
     The one writer of every summary document (intake, import run, part, split file, load, held file).
+    ``replacing``: write only if the document is still the one read (an S3 conditional write,
+    If-Match its ETag, or If-None-Match ``*`` when there was none), else :class:`SummaryChangedError`.
     """
     if "outcome" not in summary.model_fields_set:
         raise ValueError("a summary is written with its outcome")
     key = key or result_key(source_key)
-    s3.put_object(
-        Bucket=bucket,
-        Key=key,
-        Body=json.dumps(summary.wire(), indent=2, sort_keys=True).encode(),
-        ContentType="application/json",
-    )
+    condition: dict[str, str] = {}
+    if replacing is not None:
+        condition = {"IfMatch": replacing.etag} if replacing.etag else {"IfNoneMatch": "*"}
+    try:
+        s3.put_object(
+            Bucket=bucket,
+            Key=key,
+            Body=json.dumps(summary.wire(), indent=2, sort_keys=True).encode(),
+            ContentType="application/json",
+            **condition,  # type: ignore[arg-type]
+        )
+    except ClientError as exc:
+        if condition and exc.response.get("Error", {}).get("Code") in _CHANGED_CODES:
+            raise SummaryChangedError(key, exc) from exc
+        raise
     return key
 
 
@@ -51,14 +89,20 @@ def read_json(s3: S3Client, bucket: str, key: str) -> Any:
 
     An unreadable document raises ``ValueError`` (``json.JSONDecodeError``).
     """
+    return read_stored(s3, bucket, key).doc
+
+
+def read_stored(s3: S3Client, bucket: str, key: str) -> Stored:
+    """:func:`read_json` with the document's ETag (what a conditional :func:`write_summary` compares)."""
     try:
-        body = s3.get_object(Bucket=bucket, Key=key)["Body"]
+        answer = s3.get_object(Bucket=bucket, Key=key)
     except ClientError as exc:
         if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-            return None
+            return Stored(None)
         raise
+    body = answer["Body"]
     try:
-        return json.loads(body.read())
+        return Stored(json.loads(body.read()), answer.get("ETag"))
     finally:
         body.close()
 

@@ -35,7 +35,7 @@ from experiture_ingest.files.layout import (
     result_key,
 )
 from experiture_ingest.files.parts.errors import PartsError
-from experiture_ingest.files.parts.held import jobs_by_file, report_held_files
+from experiture_ingest.files.parts.held import LoadedFile, files_of, report_held_files
 from experiture_ingest.files.parts.manifest import (
     common_format,
     plan_manifest,
@@ -384,9 +384,9 @@ def _report_held(
     if run.manifest is None:
         return
     source = run.source
-    held: dict[str, list[str]] | list[str]
+    held: dict[str, LoadedFile] | list[str]
     if plan is not None:
-        held = jobs_by_file(plan, job_ids or {})
+        held = files_of(plan, job_ids or {})
     else:  # ended before a plan: the files the manifest (or folder) names
         try:
             entries = (
