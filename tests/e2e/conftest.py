@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -96,12 +97,29 @@ class Imports:
         return Finished(execution, summary, lines, {t["Key"]: t["Value"] for t in tags})
 
 
+# Poll every second: e2e runs wait for the sandbox, not for production's backoff.
+FAST_POLL = {"IMPORT_POLL_INITIAL_SECONDS": "1", "IMPORT_POLL_FACTOR": "1", "IMPORT_POLL_MAX_SECONDS": "1"}
+
+
+@contextmanager
+def local_stack(
+    sandbox: SandboxHandle,
+    bucket: str,
+    env: Mapping[str, str] | None = None,
+    *,
+    schedule_seconds: float | None = 1.0,
+) -> Iterator[LocalAws]:
+    """A local stack talking to ``sandbox``, with a versioned ingest ``bucket``; ``env`` is added."""
+    full = {"EXPERITURE_API_URL": sandbox.base_url, "EXPERITURE_API_TOKEN": sandbox.token, **(env or {})}
+    with LocalAws(env=full, schedule_seconds=schedule_seconds) as local:
+        local.s3.create_bucket(Bucket=bucket)
+        local.s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+        yield local
+
+
 @pytest.fixture
 def aws(sandbox: SandboxHandle) -> Iterator[LocalAws]:
-    env = {"EXPERITURE_API_URL": sandbox.base_url, "EXPERITURE_API_TOKEN": sandbox.token}
-    with LocalAws(env=env) as local:
-        local.s3.create_bucket(Bucket=BUCKET)
-        local.s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
+    with local_stack(sandbox, BUCKET) as local:
         yield local
 
 

@@ -23,6 +23,7 @@ from cli.local_aws import LocalAws, execution_status_event
 from experiture_ingest.files.layout import errors_key, part_result_key, plan_key, result_key
 from experiture_ingest.files.summary import Summary
 from sandbox.testing import SandboxHandle, peak_running, start_order
+from tests.e2e.conftest import FAST_POLL, local_stack
 
 BUCKET = "ingest-split"
 MIB = 1024 * 1024
@@ -37,18 +38,8 @@ def aws(sandbox: SandboxHandle) -> Iterator[LocalAws]:
 @contextmanager
 def _local(sandbox: SandboxHandle, schedule_seconds: float | None = 1.0) -> Iterator[LocalAws]:
     """A local stack splitting at 1 MiB; without ``schedule_seconds``, no scheduled sweep/dispatch."""
-    env = {
-        "EXPERITURE_API_URL": sandbox.base_url,
-        "EXPERITURE_API_TOKEN": sandbox.token,
-        "INTAKE_PART_MAX_BYTES": str(MIB),
-        "INTAKE_PART_WORKERS": "3",
-        "IMPORT_POLL_INITIAL_SECONDS": "1",
-        "IMPORT_POLL_FACTOR": "1",
-        "IMPORT_POLL_MAX_SECONDS": "1",
-    }
-    with LocalAws(env=env, schedule_seconds=schedule_seconds) as local:
-        local.s3.create_bucket(Bucket=BUCKET)
-        local.s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
+    env = {"INTAKE_PART_MAX_BYTES": str(MIB), "INTAKE_PART_WORKERS": "3", **FAST_POLL}
+    with local_stack(sandbox, BUCKET, env, schedule_seconds=schedule_seconds) as local:
         yield local
 
 
@@ -434,17 +425,8 @@ def test_a_csv_of_several_hundred_mb_splits_and_lands_every_good_row_once(sandbo
         out.write(f"{email},Name {n},{city}\r\n".encode())
     data = out.getvalue()
     assert _direct_parse_bad_rows(data) == bad
-    env = {
-        "EXPERITURE_API_URL": sandbox.base_url,
-        "EXPERITURE_API_TOKEN": sandbox.token,
-        "INTAKE_PART_MAX_BYTES": str(64 * MIB),
-        "IMPORT_POLL_INITIAL_SECONDS": "1",
-        "IMPORT_POLL_FACTOR": "1",
-        "IMPORT_POLL_MAX_SECONDS": "2",
-    }
-    with LocalAws(env=env) as aws:
-        aws.s3.create_bucket(Bucket=BUCKET)
-        aws.s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
+    env = {"INTAKE_PART_MAX_BYTES": str(64 * MIB), **FAST_POLL, "IMPORT_POLL_MAX_SECONDS": "2"}
+    with local_stack(sandbox, BUCKET, env) as aws:
         key = "incoming/contacts/several-hundred-mb.csv"
         # When it is dropped
         summary = _run(aws, key, data, timeout=3600)

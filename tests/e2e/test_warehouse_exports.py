@@ -14,6 +14,7 @@ from cli.local_aws import LocalAws
 from experiture_ingest.files.layout import errors_key, result_key
 from experiture_ingest.files.summary import Summary
 from sandbox.testing import SandboxHandle
+from tests.e2e.conftest import FAST_POLL, local_stack
 
 BUCKET = "ingest-exports"
 MIB = 1024 * 1024
@@ -21,17 +22,7 @@ MIB = 1024 * 1024
 
 @pytest.fixture
 def aws(sandbox: SandboxHandle) -> Iterator[LocalAws]:
-    env = {
-        "EXPERITURE_API_URL": sandbox.base_url,
-        "EXPERITURE_API_TOKEN": sandbox.token,
-        "INTAKE_PART_MAX_BYTES": str(MIB),
-        "IMPORT_POLL_INITIAL_SECONDS": "1",
-        "IMPORT_POLL_FACTOR": "1",
-        "IMPORT_POLL_MAX_SECONDS": "1",
-    }
-    with LocalAws(env=env) as local:
-        local.s3.create_bucket(Bucket=BUCKET)
-        local.s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
+    with local_stack(sandbox, BUCKET, {"INTAKE_PART_MAX_BYTES": str(MIB), **FAST_POLL}) as local:
         yield local
 
 

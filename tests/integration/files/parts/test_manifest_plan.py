@@ -7,14 +7,11 @@ import gzip
 import io
 import json
 import math
-from collections.abc import Iterator
 from typing import Any
 
-import boto3
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from moto import mock_aws
 
 from experiture_ingest.files.handoff import SourceObject
 from experiture_ingest.files.parts.errors import ManifestError
@@ -27,17 +24,7 @@ from experiture_ingest.files.parts.manifest import (
 )
 from experiture_ingest.files.parts.plan import PartPlan
 from experiture_ingest.files.parts.upload import PartBody
-
-BUCKET = "exports"
-
-
-@pytest.fixture
-def s3() -> Iterator[Any]:
-    with mock_aws():
-        client = boto3.client("s3", region_name="us-east-1")
-        client.create_bucket(Bucket=BUCKET)
-        client.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
-        yield client
+from tests.integration.files.parts.conftest import BUCKET
 
 
 def _plan(s3: Any, parts: dict[str, bytes], part_max: int) -> tuple[PartPlan, list[bytes]]:

@@ -7,14 +7,11 @@ import csv
 import io
 import json
 import random
-from collections.abc import Iterator
 from typing import Any
 
-import boto3
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from moto import mock_aws
 
 from experiture_ingest.client import BearerToken, ExperitureClient, ImportJobInit
 from experiture_ingest.files.formats import detect_format
@@ -23,17 +20,7 @@ from experiture_ingest.files.parts.errors import SplitRefusedError
 from experiture_ingest.files.parts.plan import PartPlan, plan_split
 from experiture_ingest.files.parts.upload import PartBody, part_identity, upload_part
 from sandbox.testing import SandboxHandle
-
-BUCKET = "parts-test"
-
-
-@pytest.fixture
-def s3() -> Iterator[Any]:
-    with mock_aws():
-        client = boto3.client("s3", region_name="us-east-1")
-        client.create_bucket(Bucket=BUCKET)
-        client.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
-        yield client
+from tests.integration.files.parts.conftest import BUCKET
 
 
 def _put(s3: Any, key: str, body: bytes) -> SourceObject:
