@@ -390,12 +390,8 @@ class Intake:
         )
         try:
             self._register(run, name)
-        except (ClientError, BotoCoreError) as exc:
-            return self._aws_failure(file, exc, "put the file in the import queue")
-        except QueueUnavailableError as exc:
-            cause = exc.__cause__
-            assert isinstance(cause, ClientError | BotoCoreError)
-            return self._aws_failure(file, cause, "put the file in the import queue")
+        except (ClientError, BotoCoreError, QueueUnavailableError) as exc:
+            return self._queue_failure(file, exc)
         try:
             started = self.sfn.start_execution(
                 stateMachineArn=self.settings.state_machine_arn,
@@ -540,12 +536,8 @@ class Intake:
         imports its parts. The file holds its object's turn in the queue until the flow ends."""
         try:
             turn = self._register_turn(source, object_name, options, name)
-        except (ClientError, BotoCoreError) as exc:
-            return self._aws_failure(file, exc, "put the file in the import queue")
-        except QueueUnavailableError as exc:
-            cause = exc.__cause__
-            assert isinstance(cause, ClientError | BotoCoreError)
-            return self._aws_failure(file, cause, "put the file in the import queue")
+        except (ClientError, BotoCoreError, QueueUnavailableError) as exc:
+            return self._queue_failure(file, exc)
         run = SplitRun(
             object_name=object_name,
             source=source,
@@ -764,6 +756,12 @@ class Intake:
         # False: a concurrent delivery wrote it; start_execution tells which won
         self.versions.add(self._queue_entry(turn, source, object_name, options, status="holding", name=name))
         return turn
+
+    def _queue_failure(self, file: _File, exc: Exception) -> IntakeOutcome:
+        """The queue table could not be written: a transient failure, the event is retried."""
+        cause = exc.__cause__ if isinstance(exc, QueueUnavailableError) else exc
+        assert isinstance(cause, ClientError | BotoCoreError)
+        return self._aws_failure(file, cause, "put the file in the import queue")
 
     def _queue_entry(
         self,

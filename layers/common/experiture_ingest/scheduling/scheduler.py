@@ -221,33 +221,27 @@ class Scheduler:
         for entry in self.table.entries():
             if entry.status == "holding":
                 if entry.execution_arn and self._turn_over(entry, now):
-                    logger.warning(
-                        "split file %s: its execution ended without giving its turn back; released",
-                        entry.key,
-                        extra={"execution_arn": entry.execution_arn},
+                    self._drop(
+                        entry,
+                        released,
+                        f"split file {entry.key}: its execution ended without giving its turn back",
                     )
-                    if self.table.remove(entry):
-                        released.append(entry.job_id)
                 continue
             if entry.status == "registered":
                 late = seconds_between(entry.queued_at, now) >= self.settings.register_grace_seconds
                 if late and entry.execution_arn and not self._alive(entry.execution_arn):
-                    logger.warning(
-                        "job %s: handed off, but its execution never reached the queue", entry.job_id
+                    self._drop(
+                        entry,
+                        released,
+                        f"job {entry.job_id}: handed off, but its execution never reached the queue",
                     )
-                    if self.table.remove(entry):
-                        released.append(entry.job_id)
                 continue
             if entry.status != "running":
                 continue
             if entry.execution_arn and not self._alive(entry.execution_arn):
-                logger.warning(
-                    "job %s: its execution ended without giving its slot back; released",
-                    entry.job_id,
-                    extra={"execution_arn": entry.execution_arn},
+                self._drop(
+                    entry, released, f"job {entry.job_id}: its execution ended without giving its slot back"
                 )
-                if self.table.remove(entry):
-                    released.append(entry.job_id)
                 continue
             stale = (
                 entry.granted_at and seconds_between(entry.granted_at, now) >= self.settings.renotify_seconds
@@ -283,6 +277,12 @@ class Scheduler:
             return False
         self.table.mark_notified(entry.job_id)
         return True
+
+    def _drop(self, entry: QueueEntry, released: list[str], why: str) -> None:
+        """Remove an entry whose execution is gone (the sweep's backstop), saying why."""
+        logger.warning("%s; released", why, extra={"execution_arn": entry.execution_arn})
+        if self.table.remove(entry):
+            released.append(entry.job_id)
 
     def _turn_over(self, holder: QueueEntry, now: datetime) -> bool:
         """Whether a split file's turn is over: its execution ended, or never started in the grace
