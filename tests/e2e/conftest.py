@@ -24,7 +24,14 @@ from experiture_ingest.files.layout import errors_key, result_key
 from sandbox.testing import SandboxHandle
 
 BUCKET = "ingest-e2e"
+# Poll every second: e2e runs wait for the sandbox, not for production's backoff. FAST_POLL goes in
+# an execution's input (``poll``), FAST_POLL_ENV in the functions' environment (the intake's default).
 FAST_POLL = {"initialSeconds": 1, "factor": 1.0, "maxSeconds": 1}
+FAST_POLL_ENV = {
+    "IMPORT_POLL_INITIAL_SECONDS": "1",
+    "IMPORT_POLL_FACTOR": "1",
+    "IMPORT_POLL_MAX_SECONDS": "1",
+}
 
 
 @dataclass
@@ -95,10 +102,6 @@ class Imports:
             lines = None
         tags = self.aws.s3.get_object_tagging(Bucket=BUCKET, Key=submitted.key)["TagSet"]
         return Finished(execution, summary, lines, {t["Key"]: t["Value"] for t in tags})
-
-
-# Poll every second: e2e runs wait for the sandbox, not for production's backoff.
-FAST_POLL = {"IMPORT_POLL_INITIAL_SECONDS": "1", "IMPORT_POLL_FACTOR": "1", "IMPORT_POLL_MAX_SECONDS": "1"}
 
 
 @contextmanager

@@ -23,7 +23,7 @@ from cli.local_aws import LocalAws, execution_status_event
 from experiture_ingest.files.layout import errors_key, part_result_key, plan_key, result_key
 from experiture_ingest.files.summary import Summary
 from sandbox.testing import SandboxHandle, peak_running, start_order
-from tests.e2e.conftest import FAST_POLL, local_stack
+from tests.e2e.conftest import FAST_POLL_ENV, local_stack
 
 BUCKET = "ingest-split"
 MIB = 1024 * 1024
@@ -38,7 +38,7 @@ def aws(sandbox: SandboxHandle) -> Iterator[LocalAws]:
 @contextmanager
 def _local(sandbox: SandboxHandle, schedule_seconds: float | None = 1.0) -> Iterator[LocalAws]:
     """A local stack splitting at 1 MiB; without ``schedule_seconds``, no scheduled sweep/dispatch."""
-    env = {"INTAKE_PART_MAX_BYTES": str(MIB), "INTAKE_PART_WORKERS": "3", **FAST_POLL}
+    env = {"INTAKE_PART_MAX_BYTES": str(MIB), "INTAKE_PART_WORKERS": "3", **FAST_POLL_ENV}
     with local_stack(sandbox, BUCKET, env, schedule_seconds=schedule_seconds) as local:
         yield local
 
@@ -425,7 +425,7 @@ def test_a_csv_of_several_hundred_mb_splits_and_lands_every_good_row_once(sandbo
         out.write(f"{email},Name {n},{city}\r\n".encode())
     data = out.getvalue()
     assert _direct_parse_bad_rows(data) == bad
-    env = {"INTAKE_PART_MAX_BYTES": str(64 * MIB), **FAST_POLL, "IMPORT_POLL_MAX_SECONDS": "2"}
+    env = {"INTAKE_PART_MAX_BYTES": str(64 * MIB), **FAST_POLL_ENV, "IMPORT_POLL_MAX_SECONDS": "2"}
     with local_stack(sandbox, BUCKET, env) as aws:
         key = "incoming/contacts/several-hundred-mb.csv"
         # When it is dropped

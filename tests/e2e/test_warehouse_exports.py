@@ -14,7 +14,7 @@ from cli.local_aws import LocalAws
 from experiture_ingest.files.layout import errors_key, result_key
 from experiture_ingest.files.summary import Summary
 from sandbox.testing import SandboxHandle
-from tests.e2e.conftest import FAST_POLL, local_stack
+from tests.e2e.conftest import FAST_POLL_ENV, local_stack
 
 BUCKET = "ingest-exports"
 MIB = 1024 * 1024
@@ -22,7 +22,7 @@ MIB = 1024 * 1024
 
 @pytest.fixture
 def aws(sandbox: SandboxHandle) -> Iterator[LocalAws]:
-    with local_stack(sandbox, BUCKET, {"INTAKE_PART_MAX_BYTES": str(MIB), **FAST_POLL}) as local:
+    with local_stack(sandbox, BUCKET, {"INTAKE_PART_MAX_BYTES": str(MIB), **FAST_POLL_ENV}) as local:
         yield local
 
 
