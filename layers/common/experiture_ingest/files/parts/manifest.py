@@ -91,15 +91,7 @@ class PartFile:
     size: int
 
     def range(self, start: int, end: int, *, newline_after: bool = False) -> ByteRange:
-        return ByteRange(
-            bucket=self.bucket,
-            key=self.key,
-            version_id=self.version_id,
-            etag=self.etag,
-            start=start,
-            end=end,
-            newline_after=newline_after,
-        )
+        return ByteRange.of(self, start, end, newline_after=newline_after)
 
     def source(self, fmt: FileFormat) -> SourceObject:
         return SourceObject(

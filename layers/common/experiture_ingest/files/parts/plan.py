@@ -16,7 +16,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from itertools import pairwise
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
@@ -49,6 +49,19 @@ class _Doc(BaseModel):
         return self.model_dump(by_alias=True, mode="json", exclude_none=True)
 
 
+class _ObjectVersion(Protocol):
+    """One exact object version: what a byte range of it needs."""
+
+    @property
+    def bucket(self) -> str: ...
+    @property
+    def key(self) -> str: ...
+    @property
+    def version_id(self) -> str | None: ...
+    @property
+    def etag(self) -> str | None: ...
+
+
 class ByteRange(_Doc):
     """Bytes ``[start, end)`` of one exact object version."""
 
@@ -65,6 +78,19 @@ class ByteRange(_Doc):
     @property
     def size(self) -> int:
         return self.end - self.start + (1 if self.newline_after else 0)
+
+    @classmethod
+    def of(cls, obj: _ObjectVersion, start: int, end: int, *, newline_after: bool = False) -> ByteRange:
+        """Bytes ``[start, end)`` of ``obj``'s exact version (a source file, a manifest's part file)."""
+        return cls(
+            bucket=obj.bucket,
+            key=obj.key,
+            version_id=obj.version_id,
+            etag=obj.etag,
+            start=start,
+            end=end,
+            newline_after=newline_after,
+        )
 
 
 class ParquetPiece(_Doc):
@@ -110,17 +136,6 @@ class PartPlan(_Doc):
     parts: list[PartSpec]
     scan_seconds: float | None = None
     scan_mb_per_second: float | None = None
-
-
-def _range(source: SourceObject, start: int, end: int) -> ByteRange:
-    return ByteRange(
-        bucket=source.bucket,
-        key=source.key,
-        version_id=source.version_id,
-        etag=source.etag,
-        start=start,
-        end=end,
-    )
 
 
 def get_object_args(obj: SourceObject | ByteRange) -> dict[str, Any]:
@@ -252,9 +267,9 @@ def plan_text(chunks: Iterator[bytes], source: SourceObject, part_max_bytes: int
         rows = after - before - (header_rows if start == 0 else 0)
         if rows <= 0 and parts:
             continue  # only blank lines after the last cut
-        ranges = [_range(source, start, end)]
+        ranges = [ByteRange.of(source, start, end)]
         if fmt == "csv" and start > 0:
-            ranges.insert(0, _range(source, 0, header).model_copy(update={"header": True}))
+            ranges.insert(0, ByteRange.of(source, 0, header).model_copy(update={"header": True}))
         parts.append(
             PartSpec(
                 index=len(parts) + 1,
@@ -370,7 +385,7 @@ def plan_parquet(s3: S3Client, source: SourceObject, part_max_bytes: int) -> Par
             size=source.size,
             row_groups=[g.index for g in run],
         )
-        ranges = [_range(source, run[0].start, run[-1].end)]
+        ranges = [ByteRange.of(source, run[0].start, run[-1].end)]
         rows = sum(g.rows for g in run)
         size = PARQUET_MAGIC_BYTES + ranges[0].size + len(part_footer_bytes([(metadata, piece)]))
         parts.append(
